@@ -44,6 +44,9 @@ class ActorCritic(nn.Module):
         z = (actions - self.mean(obs)) / std
         return (-0.5 * z.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.log_prob(obs, actions)
+
     def arch(self) -> dict:
         return {'obs_dim': self.obs_dim, 'act_dim': self.act_dim, 'hidden': list(self.hidden)}
 

@@ -1,0 +1,139 @@
+"""REINFORCE with a value baseline in three flavours: multi-fidelity (control variate), HF-only and LF-only.
+
+One `Learner.update` is one iteration of the authors' loop: advantages from the current critic, one Adam step on
+policy + value loss with global grad-norm clipping, then the policy version advances.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from mfpg_ros.core import estimator as est
+from mfpg_ros.core.config import AlgoConfig
+from mfpg_ros.core.contract import Contract
+from mfpg_ros.core.episode import Episode
+from mfpg_ros.core.policy import ActorCritic
+
+
+class Learner:
+    def __init__(self, cfg: AlgoConfig, contract: Contract, seed: int = 0):
+        self.cfg, self.contract = cfg, contract
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.model = ActorCritic(contract.obs_dim, contract.act_dim, cfg.hidden, cfg.log_std_init)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.coef = est.Coefficient()
+        self.permutation_rng = np.random.default_rng([seed, 7])
+        self.version = 0
+
+    # ---- one iteration -------------------------------------------------------------------------------------
+    def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
+        """Consume one version's segments, step the optimiser, advance the version. Returns metrics."""
+        t0 = time.perf_counter()
+        hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))
+        algorithm = self.cfg.algorithm
+        if algorithm == 'mf_reinforce':
+            policy_loss, fit, metrics = self._mf_terms(hifi, paired, pool)
+        else:
+            data = hifi if algorithm == 'reinforce' else [*paired, *pool]
+            fit = est.flatten(data, self.cfg.gamma)
+            x = self._advantages(fit) * self.model.log_prob(fit.obs, fit.actions)
+            policy_loss, metrics = -x.mean(), {'n_aligned': len(fit)}
+        metrics.update(self._step(policy_loss, fit))
+        metrics.update(iteration=self.version, hf_segments=len(hifi), hf_steps=sum(len(e) for e in hifi),
+                       lf_steps=sum(len(e) for e in (*paired, *pool)), update_seconds=time.perf_counter() - t0,
+                       std=float(self.model.log_std.exp().mean()))
+        self.version += 1
+        return metrics
+
+    def _advantages(self, steps: est.Steps) -> torch.Tensor:
+        with torch.no_grad():
+            return steps.returns - self.model.value(steps.obs) if len(steps) else steps.returns
+
+    def _step(self, policy_loss: torch.Tensor, fit: est.Steps) -> dict:
+        if len(fit) <= self.cfg.estimator.min_aligned_steps:
+            return {'skipped': 1.0, 'policy_loss': float('nan'), 'value_loss': float('nan'), 'grad_norm': 0.0}
+        value_loss = torch.nn.functional.mse_loss(self.model.value(fit.obs), fit.returns)
+        loss = policy_loss + self.cfg.vf_coef * value_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        return {'skipped': 0.0, 'policy_loss': float(policy_loss.detach()), 'value_loss': float(value_loss.detach()),
+                'grad_norm': float(grad_norm)}
+
+    def _mf_terms(self, hifi, paired, pool):
+        e, gamma = self.cfg.estimator, self.cfg.gamma
+        pairs = est.pair_segments(hifi, paired)
+        cut = [min(len(h), len(l)) for h, l in pairs] if e.trim_pairs else [len(l) for _, l in pairs]
+        lf = est.flatten([l for _, l in pairs], gamma, cut)
+        if e.trim_pairs:
+            hf = est.flatten([h for h, _ in pairs], gamma, cut)
+        else:
+            hf = est.flatten(hifi, gamma)
+        mean_source = pool if e.mu_from_pool_only else [*(l for _, l in pairs), *pool]
+        mu = est.flatten(mean_source, gamma)
+
+        adv_h, adv_l, adv_mu = self._advantages(hf), self._advantages(lf), self._advantages(mu)
+        lp_h = self.model.log_prob(hf.obs, hf.actions)
+        lp_l = self.model.log_prob(lf.obs, lf.actions)
+        lp_mu = self.model.log_prob(mu.obs, mu.actions) if len(mu) else lp_l[:0]
+        x_h, x_l, x_mu = adv_h * lp_h, adv_l * lp_l, adv_mu * lp_mu
+
+        c, stats = self._coefficient(hf, lf, adv_h, adv_l, lp_h, lp_l) if e.trim_pairs else (0.0, {})
+        if not pairs or not len(mu):
+            c = 0.0  # no low-fidelity data this iteration: plain HF REINFORCE
+        with torch.no_grad():
+            xh, xl, xmu = x_h.detach().numpy(), x_l.detach().numpy(), float(x_mu.mean()) if len(mu) else 0.0
+            var_without = float(xh.var()) if len(xh) else 0.0
+            var_with = float((xh + c * (xl - xmu)).var()) if len(xh) == len(xl) and len(xh) else var_without
+        stats.update(c=c, n_pairs=len(pairs), n_aligned=len(hf), var_without_cv=var_without, var_with_cv=var_with,
+                     var_ratio=var_with / var_without if var_without > 0 else 1.0)
+        return est.mf_policy_loss(x_h, x_l, x_mu, c), hf, stats
+
+    def _coefficient(self, hf, lf, adv_h, adv_l, lp_h, lp_l) -> tuple[float, dict]:
+        e = self.cfg.estimator
+        a_h, a_l = adv_h.numpy(), adv_l.numpy()
+        if e.permutation_quirk:  # the authors pair A[perm i] with log-prob[i]; HF and LF share the permutation
+            perm = self.permutation_rng.permutation(len(a_h))
+            a_h, a_l = a_h[perm], a_l[perm]
+        x_h, x_l = a_h * lp_h.detach().numpy(), a_l * lp_l.detach().numpy()
+        rho, s_h, s_l = est.pearson_stats(x_h, x_l)
+        previous = self.coef.value()
+        if len(x_h) > 1:
+            self.coef.update(rho, s_h, s_l, e.ema_alpha)
+        if e.fixed_c is not None:
+            c = e.fixed_c
+        elif e.vector_c:
+            c = est.trace_optimal_c(self._per_sample_grads(hf, adv_h), self._per_sample_grads(lf, adv_l))
+        else:
+            c = previous if e.c_from_previous else self.coef.value()
+        if e.clamp_negative_rho and rho < 0 and e.fixed_c is None:
+            c = 0.0
+        return c, {'rho': rho, 'sigma_h': s_h, 'sigma_l': s_l, 'rho_ema': self.coef.rho}
+
+    def _per_sample_grads(self, steps: est.Steps, adv: torch.Tensor) -> torch.Tensor:
+        """Rows of d(A_t log pi_t)/d theta_policy, one per step (torch.func.vmap over samples)."""
+        params = {k: v.detach() for k, v in self.model.named_parameters() if not k.startswith('vf.')}
+
+        def surrogate(p, obs, act, a):
+            return a * functional_call(self.model, p, (obs[None], act[None]), strict=False)[0]
+
+        rows = vmap(grad(surrogate), in_dims=(None, 0, 0, 0))(params, steps.obs, steps.actions, adv)
+        return torch.cat([g.reshape(len(steps), -1) for g in rows.values()], dim=1)
+
+    # ---- checkpointing -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {'model': self.model.state_dict(), 'optimizer': self.optimizer.state_dict(),
+                'coefficient': self.coef.state(), 'version': self.version,
+                'permutation_rng': self.permutation_rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state['model'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.coef.load(state['coefficient'])
+        self.version = int(state['version'])
+        self.permutation_rng.bit_generator.state = state['permutation_rng']

@@ -1,0 +1,92 @@
+"""Typed training configuration: one dataclass tree, loaded from YAML, passed to the core and the nodes."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ALGORITHMS = ('mf_reinforce', 'reinforce', 'lf_reinforce')
+
+
+@dataclass
+class EstimatorConfig:
+    """The control-variate choices the paper leaves open (paper notes §6); defaults follow the authors' code."""
+
+    ema_alpha: float = 0.95  # weight on the old value when smoothing rho, sigma_h, sigma_l; 0 disables the EMA
+    clamp_negative_rho: bool = True  # c = 0 when the current batch's rho < 0
+    c_from_previous: bool = False  # use only earlier iterations' statistics (no same-batch dependence)
+    mu_from_pool_only: bool = False  # mu_l over the independent pool only (the figure), not paired + pool (the code)
+    vector_c: bool = False  # trace-optimal c from per-sample gradient vectors instead of scalar surrogates
+    permutation_quirk: bool = False  # pair A[perm i] with log-prob[i] in the c statistics, as the authors' code does
+    trim_pairs: bool = True  # cut each HF/LF pair to the shorter length; HF term uses the trimmed HF steps
+    min_aligned_steps: int = 20  # skip the update when this many or fewer aligned HF steps remain
+    fixed_c: float | None = None  # use this c instead of estimating it (tests, ablations)
+
+
+@dataclass
+class AlgoConfig:
+    algorithm: str = 'mf_reinforce'
+    lr: float = 7e-4
+    gamma: float = 0.97
+    max_grad_norm: float = 1.0
+    vf_coef: float = 1.0
+    adam_eps: float = 1e-5
+    hidden: tuple[int, ...] = (64, 64)
+    log_std_init: float = 0.0
+    hf_steps_per_iter: int = 100
+    pool_envs: int = 9
+    pool_steps_per_env: int = 1000
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+
+    def __post_init__(self):
+        self.hidden = tuple(self.hidden)
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f'algorithm {self.algorithm!r} is not one of {ALGORITHMS}')
+        if isinstance(self.estimator, dict):
+            self.estimator = _build(EstimatorConfig, self.estimator, 'estimator')
+
+
+@dataclass
+class TrainConfig:
+    task: str = 'cartpole'
+    hifi_variant: str | dict | None = 'cartpole_shifted'  # the "real" plant (or its stand-in)
+    lofi_variant: str | dict | None = None  # the simulator the low-fidelity side uses
+    seed: int = 0
+    iterations: int = 300
+    eval_every: int = 20  # iterations between deterministic evaluations on the HF plant
+    eval_episodes: int = 10
+    target_return: float | None = None  # stop once the evaluation return reaches this
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+
+    def __post_init__(self):
+        if isinstance(self.algo, dict):
+            self.algo = _build(AlgoConfig, self.algo, 'algo')
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, values: dict, where: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f'unknown {where} keys {sorted(unknown)}; valid: {sorted(known)}')
+    return cls(**values)
+
+
+def load_config(source: str | Path | dict | None = None, **overrides) -> TrainConfig:
+    """Build a TrainConfig from a YAML file or dict, then apply dotted overrides (e.g. algo.lr=1e-3)."""
+    values = {}
+    if isinstance(source, dict):
+        values = dict(source)
+    elif source is not None:
+        values = yaml.safe_load(Path(source).read_text()) or {}
+    for dotted, value in overrides.items():
+        node = values
+        *path, leaf = dotted.split('.')
+        for key in path:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return _build(TrainConfig, values, 'top-level')

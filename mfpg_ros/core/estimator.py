@@ -1,0 +1,110 @@
+"""The multi-fidelity control-variate policy gradient (paper notes §1.3-1.6), as pure functions plus the
+coefficient's running statistics. Everything here works on flat per-step tensors; algorithms.py feeds it."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mfpg_ros.core.episode import Episode
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """Reward-to-go inside one segment, no bootstrap at its end (as the authors' buffers do)."""
+    out = np.empty(len(rewards), dtype=np.float64)
+    running = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
+
+
+@dataclass
+class Steps:
+    """Flat per-step data of some segments: what the loss needs."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    returns: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.returns.shape[0])
+
+
+def flatten(episodes: list[Episode], gamma: float, lengths: list[int] | None = None) -> Steps:
+    """Concatenate segments (each optionally cut to its first lengths[i] steps, returns computed before the cut)."""
+    lengths = lengths or [len(e) for e in episodes]
+    if not episodes:
+        return Steps(torch.zeros(0, 0), torch.zeros(0, 0), torch.zeros(0))
+    obs = np.concatenate([e.obs[:n] for e, n in zip(episodes, lengths)])
+    act = np.concatenate([e.actions[:n] for e, n in zip(episodes, lengths)])
+    ret = np.concatenate([discounted_returns(e.rewards, gamma)[:n] for e, n in zip(episodes, lengths)])
+    return Steps(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(act, dtype=torch.float32),
+                 torch.as_tensor(ret, dtype=torch.float32))
+
+
+def pair_segments(hifi: list[Episode], paired: list[Episode]) -> list[tuple[Episode, Episode]]:
+    """Match each HF segment with the LF replay of it (by episode id); unmatched ones are dropped."""
+    by_id = {e.pair_of: e for e in paired}
+    return [(h, by_id[h.episode_id]) for h in hifi if h.episode_id in by_id]
+
+
+def pearson_stats(x_h: np.ndarray, x_l: np.ndarray) -> tuple[float, float, float]:
+    """(rho, sigma_h, sigma_l) of paired per-step surrogates; population std (ddof 0); zeros when undefined."""
+    if len(x_h) <= 1:
+        return 0.0, 0.0, 0.0
+    s_h, s_l = float(x_h.std()), float(x_l.std())
+    if s_h == 0.0 or s_l == 0.0 or not math.isfinite(s_h * s_l):
+        return 0.0, s_h, s_l
+    rho = float(((x_h - x_h.mean()) * (x_l - x_l.mean())).mean() / (s_h * s_l))
+    return max(-1.0, min(1.0, rho)), s_h, s_l
+
+
+@dataclass
+class Coefficient:
+    """c = -rho * sigma_h / sigma_l from EMA-smoothed statistics (alpha = weight on the old value)."""
+
+    rho: float = 0.0
+    sigma_h: float = 0.0
+    sigma_l: float = 0.0
+    initialised: bool = False
+
+    def value(self) -> float:
+        return -self.rho * self.sigma_h / self.sigma_l if self.initialised and self.sigma_l > 0 else 0.0
+
+    def update(self, rho: float, sigma_h: float, sigma_l: float, alpha: float) -> None:
+        if not self.initialised:
+            self.rho, self.sigma_h, self.sigma_l, self.initialised = rho, sigma_h, sigma_l, True
+            return
+        self.rho = alpha * self.rho + (1 - alpha) * rho
+        self.sigma_h = alpha * self.sigma_h + (1 - alpha) * sigma_h
+        self.sigma_l = alpha * self.sigma_l + (1 - alpha) * sigma_l
+
+    def state(self) -> list[float]:
+        return [self.rho, self.sigma_h, self.sigma_l, float(self.initialised)]
+
+    def load(self, values) -> None:
+        self.rho, self.sigma_h, self.sigma_l = (float(v) for v in values[:3])
+        self.initialised = bool(values[3])
+
+
+def mf_policy_loss(x_h: torch.Tensor, x_l: torch.Tensor, x_mu: torch.Tensor, c: float) -> torch.Tensor:
+    """Negative MF surrogate (over the last axis; leading axes are independent batches): -[mean(x_h) + c * (mean(x_l) - mean(x_mu))], x = A * log pi (A detached).
+
+    Its gradient is the estimator g = X_h + c (X_l - mu_l); unbiased for any fixed c when E[x_l] = E[x_mu].
+    """
+    loss = -x_h.mean(-1)
+    if c != 0.0 and x_l.shape[-1] and x_mu.shape[-1]:
+        loss = loss - c * (x_l.mean(-1) - x_mu.mean(-1))
+    return loss
+
+
+def trace_optimal_c(grads_h: torch.Tensor, grads_l: torch.Tensor) -> float:
+    """Vector form: c = -sum_k Cov(g_h,k, g_l,k) / sum_k Var(g_l,k) over per-sample gradient rows."""
+    if len(grads_h) <= 1:
+        return 0.0
+    dh, dl = grads_h - grads_h.mean(0), grads_l - grads_l.mean(0)
+    var_l = float((dl * dl).sum())
+    return -float((dh * dl).sum()) / var_l if var_l > 0 else 0.0
