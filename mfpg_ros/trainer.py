@@ -9,28 +9,12 @@ import numpy as np
 import torch
 
 from mfpg_ros.core.algorithms import Learner
+from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.config import TrainConfig
 from mfpg_ros.core.episode import HIFI, LOFI_POOL, Episode
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
-
-
-class EpisodeReturns:
-    """Stitches segments back into whole-episode returns (segments are cut at iteration boundaries)."""
-
-    def __init__(self, max_episode_steps: int):
-        self.max_steps, self.running, self.finished = max_episode_steps, 0.0, []
-
-    def add(self, segment: Episode) -> None:
-        self.running += segment.undiscounted_return
-        if segment.terminated or segment.aborted or segment.start_step + len(segment) >= self.max_steps:
-            self.finished.append(self.running)
-            self.running = 0.0
-
-    def take(self) -> list[float]:
-        done, self.finished = self.finished, []
-        return done
 
 
 class Trainer:

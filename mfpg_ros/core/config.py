@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,9 @@ class EstimatorConfig:
     trim_pairs: bool = True  # cut each HF/LF pair to the shorter length; HF term uses the trimmed HF steps
     min_aligned_steps: int = 20  # skip the update when this many or fewer aligned HF steps remain
     fixed_c: float | None = None  # use this c instead of estimating it (tests, ablations)
+
+    def __post_init__(self):
+        self.fixed_c = _optional(self.fixed_c)
 
 
 @dataclass
@@ -61,11 +65,20 @@ class TrainConfig:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
 
     def __post_init__(self):
+        self.hifi_variant, self.lofi_variant = _optional(self.hifi_variant), _optional(self.lofi_variant)
+        self.target_return = _optional(self.target_return)
         if isinstance(self.algo, dict):
             self.algo = _build(AlgoConfig, self.algo, 'algo')
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _optional(value):
+    """'' and NaN stand for None where the value came from a ROS parameter (which cannot be None)."""
+    if value == '' or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
 
 
 def _build(cls, values: dict, where: str):
@@ -77,12 +90,14 @@ def _build(cls, values: dict, where: str):
 
 
 def load_config(source: str | Path | dict | None = None, **overrides) -> TrainConfig:
-    """Build a TrainConfig from a YAML file or dict, then apply dotted overrides (e.g. algo.lr=1e-3)."""
+    """Build a TrainConfig from a YAML file (plain, or a ROS params file's `/**: ros__parameters` section) or a
+    dict, then apply dotted overrides (e.g. algo.lr=1e-3)."""
     values = {}
     if isinstance(source, dict):
         values = dict(source)
     elif source is not None:
         values = yaml.safe_load(Path(source).read_text()) or {}
+        values = values.get('/**', {}).get('ros__parameters', values)  # a ROS params file works too
     for dotted, value in overrides.items():
         node = values
         *path, leaf = dotted.split('.')

@@ -1,0 +1,88 @@
+"""Version bookkeeping for the distributed loop (ROS-free): which segments belong to which policy version, when an
+iteration's data is complete, what is stale. The learner and lofi_sim nodes are thin wrappers around these."""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, LOFI_POOL, Episode
+
+
+@dataclass
+class IterationData:
+    hifi: list[Episode] = field(default_factory=list)
+    paired: list[Episode] = field(default_factory=list)
+    pool: list[Episode] = field(default_factory=list)
+
+    def steps(self, group: str) -> int:
+        return sum(len(e) for e in getattr(self, group))
+
+
+class IterationAssembler:
+    """Collects the current version's HF segments, their paired LF replays and the LF pool.
+
+    Complete when the HF budget is met, every used HF segment has its replay (if `need_paired`) and the pool holds
+    its budget (if `pool_steps`). Segments of older versions are dropped and counted (on-policy); newer ones wait.
+    """
+
+    def __init__(self, hf_steps: int, pool_steps: int, need_paired: bool):
+        self.hf_steps, self.pool_steps, self.need_paired = hf_steps, pool_steps, need_paired
+        self.version = 0
+        self.data = IterationData()
+        self.future: list[Episode] = []
+        self.dropped = collections.Counter()
+
+    def add(self, episode: Episode) -> None:
+        if episode.policy_version < self.version:
+            self.dropped[f'stale {episode.fidelity}'] += 1
+        elif episode.policy_version > self.version:
+            self.future.append(episode)
+        elif episode.fidelity == HIFI:
+            if self.data.steps('hifi') >= self.hf_steps:
+                self.dropped['hifi over budget'] += 1
+            else:
+                self.data.hifi.append(episode)
+        elif episode.fidelity == LOFI_PAIRED:
+            self.data.paired.append(episode)
+        elif episode.fidelity == LOFI_POOL:
+            self.data.pool.append(episode)
+
+    def missing_pairs(self) -> set[str]:
+        have = {e.pair_of for e in self.data.paired}
+        return {e.episode_id for e in self.data.hifi} - have
+
+    def hf_complete(self) -> bool:
+        return self.data.steps('hifi') >= self.hf_steps
+
+    def lofi_complete(self) -> bool:
+        paired_ok = not self.need_paired or not self.missing_pairs()
+        return paired_ok and self.data.steps('pool') >= self.pool_steps
+
+    def ready(self) -> bool:
+        return self.hf_complete() and self.lofi_complete()
+
+    def take(self) -> IterationData:
+        """Hand over this version's data and move on to the next version."""
+        data, self.data = self.data, IterationData()
+        self.version += 1
+        waiting, self.future = self.future, []
+        for episode in waiting:
+            self.add(episode)
+        return data
+
+
+class EpisodeReturns:
+    """Stitches segments back into whole-episode returns (segments are cut at iteration boundaries)."""
+
+    def __init__(self, max_episode_steps: int):
+        self.max_steps, self.running, self.finished = max_episode_steps, 0.0, []
+
+    def add(self, segment: Episode) -> None:
+        self.running += segment.undiscounted_return
+        if segment.terminated or segment.aborted or segment.start_step + len(segment) >= self.max_steps:
+            self.finished.append(self.running)
+            self.running = 0.0
+
+    def take(self) -> list[float]:
+        done, self.finished = self.finished, []
+        return done

@@ -1,0 +1,90 @@
+"""ROS glue shared by the nodes: topic names, QoS, byte payloads, rejection counters, diagnostics, main()."""
+from __future__ import annotations
+
+import array
+import collections
+import sys
+from typing import Callable
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import UInt8MultiArray
+
+# Every name is relative, so a namespace runs a second robot beside the first.
+WEIGHTS = 'policy/weights'
+HIFI_EPISODES = 'hifi/episodes'
+LOFI_EPISODES = 'lofi/episodes'
+OBSERVATION = 'hifi/observation'  # Float64MultiArray [seq, obs...]
+ACTION = 'hifi/action'  # Float64MultiArray [seq, version, sampled action..., eps..., command...]
+METRICS = 'metrics'  # namespace of per-iteration std_msgs/Float64 topics; metrics/summary is JSON
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+EPISODES = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+CONTROL = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def bytes_msg(payload: bytes) -> UInt8MultiArray:
+    msg = UInt8MultiArray()
+    msg.data = array.array('B', payload)
+    return msg
+
+
+def msg_bytes(msg: UInt8MultiArray) -> bytes:
+    data = msg.data
+    return data.tobytes() if isinstance(data, array.array) else bytes(data)
+
+
+class Rejections:
+    """Counts rejected input per topic and reason, logs each once per reason at warn level (then throttled)."""
+
+    def __init__(self, node: Node):
+        self.node, self.counts = node, collections.Counter()
+
+    def __call__(self, topic: str, error: Exception | str) -> None:
+        reason = type(error).__name__ if isinstance(error, Exception) else str(error)
+        self.counts[(topic, reason)] += 1
+        self.node.get_logger().warn(f'rejected message on {topic}: {error}', throttle_duration_sec=2.0)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def key_values(self) -> list[KeyValue]:
+        return [KeyValue(key=f'rejected {t} {r}', value=str(n)) for (t, r), n in sorted(self.counts.items())]
+
+
+class Diagnostics:
+    """Publishes one DiagnosticStatus for this node on /diagnostics at a fixed period."""
+
+    def __init__(self, node: Node, values: Callable[[], dict], period: float = 1.0,
+                 level: Callable[[], tuple[int, str]] | None = None):
+        self.node, self.values, self.level = node, values, level or (lambda: (DiagnosticStatus.OK, 'ok'))
+        self.pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        node.create_timer(period, self.publish)
+
+    def publish(self) -> None:
+        lvl, message = self.level()
+        status = DiagnosticStatus(level=bytes([lvl]), name=f'mfpg_ros: {self.node.get_fully_qualified_name()}',
+                                  message=message, hardware_id=self.node.get_namespace())
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in self.values().items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.pub.publish(msg)
+
+
+def run(node_factory: Callable[[], Node], args=None) -> None:
+    """Standard node main: init, spin until Ctrl-C or shutdown, clean up."""
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    try:
+        node = node_factory()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
