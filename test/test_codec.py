@@ -1,0 +1,361 @@
+"""Wire codec: round trips, one exception type per kind of bad input, signing, and a fuzz loop."""
+import array
+import re
+import struct
+import time
+
+import numpy as np
+import pytest
+import safetensors.numpy
+import torch
+
+from mfpg_ros.core import codec
+from mfpg_ros.core.codec import (
+    CodecError, ContractError, IntegrityError, MalformedError, NonFiniteError, ShapeError, SignatureError,
+    TooLargeError, VersionError, build_model, decode_episode, decode_weights, encode_episode, encode_weights,
+    load_into)
+from mfpg_ros.core.contract import Contract
+from mfpg_ros.core.episode import LOFI_PAIRED, Episode
+from mfpg_ros.core.policy import ActorCritic
+
+torch.set_num_threads(1)
+KEY, OTHER_KEY = b'lab-secret', b'someone-else'
+CONTRACT = Contract(task='reach', observation_names=('q0', 'q1', 'dq0', 'dq1', 'target'),
+                    action_names=('tau0', 'tau1'), action_low=(-1.0, -2.0), action_high=(1.0, 2.0),
+                    control_rate_hz=50.0, nq=4, nv=3)
+
+
+def make_episode(steps=20, seed=0, **overrides) -> Episode:
+    rng = np.random.default_rng(seed)
+    fields = dict(
+        obs=rng.standard_normal((steps, 5)).astype(np.float32),
+        actions=rng.standard_normal((steps, 2)).astype(np.float32),
+        eps=rng.standard_normal((steps, 2)), rewards=rng.standard_normal(steps), qpos0=rng.standard_normal(4),
+        qvel0=rng.standard_normal(3), contract=CONTRACT, policy_version=7, fidelity=LOFI_PAIRED, start_step=13,
+        terminated=True, truncated=False, aborted=True, seed=2**63 + 5, episode_id='hf-0042/seg1', pair_of='hf-0042',
+        extras={'unstable_steps': 3, 'warp': 0.25, 'clipped': True, 'contact_forces': rng.standard_normal((steps, 2)),
+                'counts': np.arange(4, dtype=np.int32)})
+    fields.update(overrides)
+    return Episode(**fields)
+
+
+def make_model(hidden=(64, 64), seed=0) -> ActorCritic:
+    torch.manual_seed(seed)
+    model = ActorCritic(CONTRACT.obs_dim, CONTRACT.act_dim, hidden)
+    with torch.no_grad():
+        model.log_std.fill_(-0.7)
+    return model
+
+
+def reseal(payload, fmt, key=None, tensors=None, drop_tensors=(), meta=None, drop_meta=()) -> bytes:
+    """Edit a valid payload and re-hash it (re-sign with `key`; else any signature is kept as is)."""
+    raw, old_meta = codec._unpack(payload, 1 << 30, fmt, None)
+    arrays = {name: a.copy() for name, (_, a) in raw.items()}
+    arrays.update(tensors or {})
+    for name in drop_tensors:
+        del arrays[name]
+    new_meta = {**old_meta, **(meta or {})}
+    for name in drop_meta:
+        del new_meta[name]
+    return codec._pack(arrays, new_meta, key)
+
+
+def assert_episodes_equal(a: Episode, b: Episode):
+    for name in ('obs', 'actions', 'eps', 'rewards', 'qpos0', 'qvel0'):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), name
+    for name in ('contract', 'policy_version', 'fidelity', 'start_step', 'terminated', 'truncated', 'aborted', 'seed',
+                 'episode_id', 'pair_of'):
+        assert getattr(a, name) == getattr(b, name), name
+    assert a.extras.keys() == b.extras.keys()
+    for name, value in a.extras.items():
+        assert np.array_equal(value, b.extras[name]) and type(value) is type(b.extras[name]), name
+
+
+EPISODE = make_episode()
+EPISODE_BYTES = encode_episode(EPISODE)
+SIGNED_EPISODE = encode_episode(EPISODE, key=KEY)
+MODEL = make_model()
+WEIGHTS_BYTES = encode_weights(MODEL, version=7, contract=CONTRACT, extra={'run': 'r1'})
+SIGNED_WEIGHTS = encode_weights(MODEL, version=7, contract=CONTRACT, key=KEY)
+
+
+# ---------------------------------------------------------------- round trips
+
+def test_episode_round_trip_keeps_every_field():
+    decoded = decode_episode(EPISODE_BYTES, contract=CONTRACT)
+    assert_episodes_equal(EPISODE, decoded)
+    assert decoded.obs.dtype == np.float32 and decoded.eps.dtype == np.float64
+    assert decoded.obs.flags.writeable and decoded.extras['counts'].dtype == np.int64  # ints widen to int64
+    assert_episodes_equal(decoded, decode_episode(SIGNED_EPISODE, contract=CONTRACT, key=KEY))
+
+
+def test_episode_defaults_and_one_step():
+    ep = Episode(obs=np.zeros((1, 5), np.float32), actions=np.zeros((1, 2), np.float32), eps=np.zeros((1, 2)),
+                 rewards=np.zeros(1), qpos0=np.zeros(4), qvel0=np.zeros(3), contract=CONTRACT, policy_version=0)
+    assert_episodes_equal(ep, decode_episode(encode_episode(ep)))
+
+
+def test_decode_accepts_message_buffers():
+    """UInt8MultiArray.data arrives as array.array('B') in rclpy; accept every bytes-like form."""
+    for data in (bytearray(EPISODE_BYTES), memoryview(EPISODE_BYTES), array.array('B', EPISODE_BYTES),
+                 np.frombuffer(EPISODE_BYTES, np.uint8), list(EPISODE_BYTES)):
+        assert_episodes_equal(EPISODE, decode_episode(data))
+
+
+def test_payload_is_standard_safetensors_both_ways():
+    loaded = safetensors.numpy.load(EPISODE_BYTES)
+    assert np.array_equal(loaded['obs'], EPISODE.obs) and np.array_equal(loaded['extras.counts'], np.arange(4))
+    # bytes written by the reference library (its own tensor order and header) decode, signature included
+    _, meta = codec._unpack(SIGNED_EPISODE, 1 << 30, codec.EPISODE_FORMAT, KEY)
+    rewritten = safetensors.numpy.save(loaded, metadata=meta)
+    assert rewritten != SIGNED_EPISODE
+    assert_episodes_equal(EPISODE, decode_episode(rewritten, contract=CONTRACT, key=KEY))
+
+
+@pytest.mark.parametrize('hidden', [(64, 64), (), (7,)])
+def test_weights_round_trip_gives_identical_model(hidden):
+    model = make_model(hidden, seed=3)
+    weights = decode_weights(encode_weights(model, version=4, contract=CONTRACT, key=KEY, extra={'step': '12'}),
+                             contract=CONTRACT, key=KEY)
+    assert weights.version == 4 and weights.contract == CONTRACT and weights.extra == {'step': '12'}
+    assert weights.arch == model.arch() and len(weights.sha256) == 64
+    state = model.state_dict()
+    assert weights.state.keys() == state.keys()
+    assert all(torch.equal(weights.state[k], state[k]) for k in state)
+    obs, act = torch.randn(9, 5), torch.randn(9, 2)
+    for copy in (build_model(weights), load_into(make_model(hidden, seed=99), weights)):
+        assert torch.equal(copy.mean(obs), model.mean(obs)) and torch.equal(copy.value(obs), model.value(obs))
+        assert torch.equal(copy.log_prob(obs, act), model.log_prob(obs, act))
+
+
+def test_load_into_refuses_other_architecture():
+    with pytest.raises(ShapeError, match='arch'):
+        load_into(make_model((32,)), decode_weights(WEIGHTS_BYTES))
+
+
+def test_fast_enough():
+    ep, model = make_episode(steps=1000), make_model()
+    for encode, decode in ((lambda: encode_episode(ep, key=KEY), lambda b: decode_episode(b, key=KEY)),
+                           (lambda: encode_weights(model, version=1, contract=CONTRACT, key=KEY),
+                            lambda b: decode_weights(b, key=KEY))):
+        start, n = time.perf_counter(), 100
+        for _ in range(n):
+            decode(encode())
+        assert (time.perf_counter() - start) / n < 0.01  # ~1 ms measured; loose bound for loaded CI machines
+
+
+# ---------------------------------------------------------------- one exception type per defect
+
+EP, WT = codec.EPISODE_FORMAT, codec.WEIGHTS_FORMAT
+_bad_header_size = bytearray(EPISODE_BYTES)
+_bad_header_size[:8] = struct.pack('<Q', 2**63 + 1)
+_flipped_data = bytearray(EPISODE_BYTES)
+_flipped_data[-3] ^= 0x10
+_flipped_signed = bytearray(SIGNED_EPISODE)
+_flipped_signed[-3] ^= 0x10
+
+EPISODE_CASES = {
+    'too large': (lambda: decode_episode(EPISODE_BYTES, max_bytes=len(EPISODE_BYTES) - 1), TooLargeError, 'limit'),
+    'too short': (lambda: decode_episode(b'\x01\x02'), MalformedError, 'shorter than'),
+    'huge header size': (lambda: decode_episode(_bad_header_size), MalformedError, 'declared header size'),
+    'header not json': (lambda: decode_episode(struct.pack('<Q', 4) + b'{{{{'), MalformedError, 'not JSON'),
+    'header not object': (lambda: decode_episode(struct.pack('<Q', 2) + b'[]'), MalformedError, 'not a JSON object'),
+    'not bytes': (lambda: decode_episode('a string'), MalformedError, 'bytes-like'),
+    'truncated': (lambda: decode_episode(EPISODE_BYTES[:-8]), MalformedError, 'truncated'),
+    'wrong format tag': (lambda: decode_episode(WEIGHTS_BYTES), MalformedError, 'wrong format tag'),
+    'missing tensor': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, drop_tensors=['eps'])),
+                       MalformedError, "missing tensor 'eps'"),
+    'unexpected tensor': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, tensors={'x': np.zeros(1)})),
+                          MalformedError, "unexpected tensor 'x'"),
+    'missing metadata': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, drop_meta=['seed'])),
+                         MalformedError, "missing metadata key 'seed'"),
+    'wrong dtype': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, tensors={'obs': EPISODE.obs.astype(np.float64)})),
+                    MalformedError, "'obs' has dtype F64, expected F32"),
+    'missing format_version': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, drop_meta=['format_version'])),
+                               MalformedError, "missing metadata key 'format_version'"),
+    'unknown fidelity': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, meta={'fidelity': 'gazebo'})),
+                         MalformedError, 'unknown fidelity'),
+    'non-integer version': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, meta={'policy_version': '1e3'})),
+                            MalformedError, "'policy_version' is not an integer"),
+    'bad contract json': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, meta={'contract': '{"task": 1}'})),
+                          MalformedError, 'contract'),
+    'format version': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, meta={'format_version': '2'})),
+                       VersionError, 'unsupported format_version'),
+    'negative version': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, meta={'policy_version': '-1'})),
+                         VersionError, 'negative policy_version'),
+    'T mismatch': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, tensors={'actions': EPISODE.actions[:-1]})),
+                   ShapeError, 'actions has shape'),
+    'obs_dim vs contract': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, tensors={'obs': EPISODE.obs[:, :4]})),
+                            ShapeError, 'obs has shape'),
+    'nq vs contract': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, tensors={'qpos0': np.zeros(5)})),
+                       ShapeError, 'qpos0 has shape'),
+    'empty episode': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, tensors={
+        name: getattr(EPISODE, name)[:0] for name in ('obs', 'actions', 'eps', 'rewards')})), ShapeError, 'empty'),
+    'nan obs': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, tensors={'obs': np.where(
+        np.arange(20)[:, None] == 3, np.nan, EPISODE.obs).astype(np.float32)})), NonFiniteError, 'obs contains NaN'),
+    'inf reward': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, tensors={'rewards': np.full(20, np.inf)})),
+                   NonFiniteError, 'rewards contains NaN or Inf'),
+    'nan extra': (lambda: decode_episode(reseal(EPISODE_BYTES, EP, meta={'extras': '{"warp": NaN}'})),
+                  NonFiniteError, "extras['warp']"),
+    'corrupted data': (lambda: decode_episode(bytes(_flipped_data)), IntegrityError, 'sha256 mismatch'),
+    'unsigned with key': (lambda: decode_episode(EPISODE_BYTES, key=KEY), SignatureError, 'unsigned'),
+    'wrong key': (lambda: decode_episode(SIGNED_EPISODE, key=OTHER_KEY), SignatureError, 'does not match'),
+    'tampered metadata': (lambda: decode_episode(SIGNED_EPISODE.replace(b'"policy_version":"7"',
+                                                                        b'"policy_version":"8"'), key=KEY),
+                          SignatureError, 'does not match'),
+    'tampered data': (lambda: decode_episode(bytes(_flipped_signed), key=KEY), SignatureError, 'does not match'),
+    'forged signature': (lambda: decode_episode(reseal(SIGNED_EPISODE, EP, meta={'signature': 'ab' * 32}), key=KEY),
+                         SignatureError, 'does not match'),
+    'resigned by another key': (lambda: decode_episode(reseal(SIGNED_EPISODE, EP, key=OTHER_KEY, meta={
+        'policy_version': '8'}), key=KEY), SignatureError, 'does not match'),
+    'garbage signature': (lambda: decode_episode(reseal(SIGNED_EPISODE, EP, meta={'signature': '\u00e9' * 64}),
+                                                 key=KEY), SignatureError, 'does not match'),
+    'other contract': (lambda: decode_episode(EPISODE_BYTES, contract=Contract(**{
+        **CONTRACT.__dict__, 'nq': 5})), ContractError, 'differs in nq'),
+    'other task': (lambda: decode_episode(EPISODE_BYTES, contract=Contract(**{
+        **CONTRACT.__dict__, 'task': 'push', 'control_rate_hz': 100.0})), ContractError, 'task, control_rate_hz'),
+}
+
+WEIGHT_CASES = {
+    'too large': (lambda: decode_weights(WEIGHTS_BYTES, max_bytes=100), TooLargeError, 'limit'),
+    'wrong format tag': (lambda: decode_weights(EPISODE_BYTES), MalformedError, "expected 'mfpg_weights'"),
+    'missing tensor': (lambda: decode_weights(reseal(WEIGHTS_BYTES, WT, drop_tensors=['log_std'])),
+                       MalformedError, "missing tensor 'log_std'"),
+    'unexpected tensor': (lambda: decode_weights(reseal(WEIGHTS_BYTES, WT, tensors={'pi.6.weight': np.zeros(
+        (1, 1), np.float32)})), MalformedError, "unexpected tensor 'pi.6.weight'"),
+    'wrong dtype': (lambda: decode_weights(reseal(WEIGHTS_BYTES, WT, tensors={'log_std': np.zeros(2)})),
+                    MalformedError, "'log_std' has dtype F64, expected F32"),
+    'bad arch': (lambda: decode_weights(reseal(WEIGHTS_BYTES, WT, meta={'arch': '{"obs_dim": 5}'})),
+                 MalformedError, 'metadata arch'),
+    'format version': (lambda: decode_weights(reseal(WEIGHTS_BYTES, WT, meta={'format_version': '0'})),
+                       VersionError, 'unsupported format_version'),
+    'negative version': (lambda: decode_weights(reseal(WEIGHTS_BYTES, WT, meta={'policy_version': '-3'})),
+                         VersionError, 'negative policy_version'),
+    'shape vs arch': (lambda: decode_weights(reseal(WEIGHTS_BYTES, WT, tensors={'pi.2.bias': np.zeros(
+        63, np.float32)})), ShapeError, "'pi.2.bias' has shape"),
+    'arch vs contract': (lambda: decode_weights(reseal(WEIGHTS_BYTES, WT, meta={
+        'arch': '{"obs_dim": 6, "act_dim": 2, "hidden": [64, 64]}'})), ShapeError, 'does not fit the contract'),
+    'nan weight': (lambda: decode_weights(reseal(WEIGHTS_BYTES, WT, tensors={'log_std': np.array(
+        [0, np.nan], np.float32)})), NonFiniteError, "'log_std' contains NaN"),
+    'corrupted data': (lambda: decode_weights(WEIGHTS_BYTES[:-1] + bytes([WEIGHTS_BYTES[-1] ^ 1])),
+                       IntegrityError, 'sha256 mismatch'),
+    'unsigned with key': (lambda: decode_weights(WEIGHTS_BYTES, key=KEY), SignatureError, 'unsigned'),
+    'wrong key': (lambda: decode_weights(SIGNED_WEIGHTS, key=OTHER_KEY), SignatureError, 'does not match'),
+    'tampered version': (lambda: decode_weights(SIGNED_WEIGHTS.replace(b'"policy_version":"7"',
+                                                                       b'"policy_version":"9"'), key=KEY),
+                         SignatureError, 'does not match'),
+    'tampered data': (lambda: decode_weights(SIGNED_WEIGHTS[:-1] + bytes([SIGNED_WEIGHTS[-1] ^ 1]), key=KEY),
+                      SignatureError, 'does not match'),
+    'other contract': (lambda: decode_weights(WEIGHTS_BYTES, contract=Contract(**{
+        **CONTRACT.__dict__, 'action_high': (1.0, 3.0)})), ContractError, 'differs in action_high'),
+}
+
+
+@pytest.mark.parametrize('case', EPISODE_CASES)
+def test_episode_rejections(case):
+    decode, error, message = EPISODE_CASES[case]
+    with pytest.raises(error, match=re.escape(message)) as info:
+        decode()
+    assert isinstance(info.value, CodecError) and isinstance(info.value, ValueError)
+    for other in {e for _, e, _ in EPISODE_CASES.values()} - {error}:
+        assert not isinstance(info.value, other)
+
+
+@pytest.mark.parametrize('case', WEIGHT_CASES)
+def test_weight_rejections(case):
+    decode, error, message = WEIGHT_CASES[case]
+    with pytest.raises(error, match=re.escape(message)) as info:
+        decode()
+    assert isinstance(info.value, CodecError)
+
+
+def test_encode_refuses_what_decode_would_refuse():
+    nan_rewards = EPISODE.rewards.copy()
+    nan_rewards[0] = np.nan
+    with pytest.raises(NonFiniteError):
+        encode_episode(make_episode(rewards=nan_rewards))
+    with pytest.raises(ShapeError):
+        encode_episode(make_episode(qvel0=np.zeros(2)))
+    with pytest.raises(MalformedError, match='fidelity'):
+        encode_episode(make_episode(fidelity='real'))
+    with pytest.raises(VersionError):
+        encode_episode(make_episode(policy_version=-1))
+    with pytest.raises(MalformedError, match='extras'):
+        encode_episode(make_episode(extras={'note': 'text'}))
+    with pytest.raises(NonFiniteError, match='extras'):
+        encode_episode(make_episode(extras={'x': float('inf')}))
+    with pytest.raises(VersionError):
+        encode_weights(MODEL, version=-1, contract=CONTRACT)
+    with pytest.raises(ShapeError, match='contract'):
+        encode_weights(ActorCritic(3, 2), version=0, contract=CONTRACT)
+    broken = make_model()
+    with torch.no_grad():
+        broken.pi[0].weight[0, 0] = float('nan')
+    with pytest.raises(NonFiniteError):
+        encode_weights(broken, version=0, contract=CONTRACT)
+
+
+def test_unsigned_payload_accepted_without_key_and_signed_without_key_too():
+    assert decode_episode(SIGNED_EPISODE).policy_version == 7  # no key configured: signature not checked
+    assert decode_weights(WEIGHTS_BYTES).version == 7
+
+
+# ---------------------------------------------------------------- fuzz
+
+def _mutations(rng, valid: bytes):
+    header_len = struct.unpack('<Q', valid[:8])[0]
+    kind = rng.integers(8)
+    data = bytearray(valid)
+    if kind == 0:  # random bytes
+        return rng.bytes(int(rng.integers(0, 400)))
+    if kind == 1:  # truncation
+        return valid[:int(rng.integers(0, len(valid)))]
+    if kind == 2:  # bit flips anywhere
+        for _ in range(int(rng.integers(1, 4))):
+            i = int(rng.integers(len(data)))
+            data[i] ^= 1 << int(rng.integers(8))
+        return bytes(data)
+    if kind == 3:  # byte flips inside the JSON header
+        for _ in range(int(rng.integers(1, 4))):
+            data[8 + int(rng.integers(header_len))] = int(rng.choice(list(b'{}[]":,0123456789-eE.nNa \\')))
+        return bytes(data)
+    if kind == 4:  # declared header size: huge, off by a little, or pointing into the data
+        size = int(rng.choice([2**64 - 1, 2**63, 2**32, header_len + int(rng.integers(-16, 17)),
+                               int(rng.integers(0, len(valid)))]))
+        data[:8] = struct.pack('<Q', max(0, size) % 2**64)
+        return bytes(data)
+    if kind == 5:  # random bytes after a plausible size field
+        body = rng.bytes(int(rng.integers(0, 200)))
+        return struct.pack('<Q', int(rng.integers(0, len(body) + 2))) + body
+    if kind == 6:  # splice: duplicate or drop a chunk
+        i, j = sorted(int(x) for x in rng.integers(0, len(valid), 2))
+        return valid[:i] + valid[i:j] * int(rng.integers(0, 3)) + valid[j:]
+    # hostile but well-formed JSON headers
+    header = rng.choice([b'[' * 50000, b'{"a":' * 30000, b'{"__metadata__":{"format":"mfpg_episode"}}',
+                         b'{"x":{"dtype":"F64","shape":[1e300],"data_offsets":[0,8]}}',
+                         b'{"x":{"dtype":"F64","shape":[99999999999999999999999],"data_offsets":[0,8]}}',
+                         b'{"x":{"dtype":"F64","shape":[1],"data_offsets":[-8,0]}}',
+                         b'{"x":{"dtype":["F64"],"shape":[1],"data_offsets":[0,8]}}',
+                         b'{"x":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}}',
+                         b'{"x":1,"x":2}', b'"\\ud800"', b'\xff\xfe{}'])
+    return struct.pack('<Q', len(header)) + header + rng.bytes(8)
+
+
+def test_fuzz_never_raises_anything_but_codec_error():
+    rng = np.random.default_rng(1234)
+    valid = [EPISODE_BYTES, SIGNED_EPISODE, WEIGHTS_BYTES, SIGNED_WEIGHTS]
+    decoders = [lambda b: decode_episode(b), lambda b: decode_episode(b, key=KEY, contract=CONTRACT),
+                lambda b: decode_weights(b), lambda b: decode_weights(b, key=KEY, contract=CONTRACT)]
+    outcomes = {}
+    for _ in range(4000):
+        payload = _mutations(rng, valid[int(rng.integers(len(valid)))])
+        for decode in decoders:
+            try:
+                decode(payload)
+                outcome = 'accepted'
+            except CodecError as e:
+                assert str(e)
+                outcome = type(e).__name__
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert {'MalformedError', 'IntegrityError', 'SignatureError'} <= outcomes.keys(), outcomes
