@@ -45,7 +45,7 @@ class Learner:
         metrics.update(self._step(policy_loss, fit))
         metrics.update(iteration=self.version, hf_segments=len(hifi), hf_steps=sum(len(e) for e in hifi),
                        lf_steps=sum(len(e) for e in (*paired, *pool)), update_seconds=time.perf_counter() - t0,
-                       std=float(self.model.log_std.exp().mean()))
+                       std=float(self.model.log_std.detach().exp().mean()))
         self.version += 1
         return metrics
 

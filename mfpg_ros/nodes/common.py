@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import array
 import collections
+import os
 import sys
 from typing import Callable
 
@@ -67,12 +68,22 @@ class Diagnostics:
 
     def publish(self) -> None:
         lvl, message = self.level()
-        status = DiagnosticStatus(level=bytes([lvl]), name=f'mfpg_ros: {self.node.get_fully_qualified_name()}',
+        status = DiagnosticStatus(level=lvl, name=f'mfpg_ros: {self.node.get_fully_qualified_name()}',
                                   message=message, hardware_id=self.node.get_namespace())
         status.values = [KeyValue(key=k, value=str(v)) for k, v in self.values().items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub.publish(msg)
+
+
+def signing_key(node: Node) -> bytes | None:
+    """The HMAC key for weights/episodes: parameter `signing_key_file`, else $MFPG_SIGNING_KEY, else none."""
+    path = node.declare_parameter('signing_key_file', '').value
+    if path:
+        with open(path, 'rb') as f:
+            return f.read().strip()
+    env = os.environ.get('MFPG_SIGNING_KEY', '')
+    return env.encode() if env else None
 
 
 def run(node_factory: Callable[[], Node], args=None) -> None:

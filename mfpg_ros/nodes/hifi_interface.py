@@ -1,0 +1,152 @@
+"""hifi_interface: the only node that touches the robot (real, Gazebo or the twin plant).
+
+joint_states (by joint name) -> observation -> policy_server -> action -> ros2_control command; rewards and
+terminations from the task; resets through the plant's reset service; HF segments (s0, eps, rewards, version)
+published for the learner and the low-fidelity simulators. All episode logic lives in sim.recorder.
+"""
+from __future__ import annotations
+
+import array
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, UInt8MultiArray
+from std_srvs.srv import Trigger
+
+from mfpg_ros.core.codec import CodecError, decode_weights, encode_episode
+from mfpg_ros.nodes.common import ACTION, CONTROL, EPISODES, HIFI_EPISODES, LATCHED, OBSERVATION, WEIGHTS, \
+    Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
+from mfpg_ros.nodes.params import declare_config
+from mfpg_ros.sim.recorder import JointStateError, SegmentRecorder, joint_vector
+from mfpg_ros.sim.tasks import make_task
+
+WAITING, RESETTING, STARTING, OBSERVING, ACTING, PAUSED = 'waiting', 'resetting', 'starting', 'observing', \
+    'acting', 'paused'
+
+
+class HifiInterface(Node):
+    def __init__(self):
+        super().__init__('hifi_interface')
+        cfg = declare_config(self)
+        self.task = make_task(cfg.task)
+        self.joint_names = list(self.declare_parameter('joint_names', list(self.task.joint_names)).value)
+        command_topic = self.declare_parameter('command_topic', 'effort_controller/commands').value
+        states_topic = self.declare_parameter('joint_states_topic', 'joint_states').value
+        reset_service = self.declare_parameter('reset_service', 'reset').value
+        self.on_budget = self.declare_parameter('on_budget', 'pause').value
+        if self.on_budget not in ('pause', 'continue'):
+            raise ValueError(f"on_budget must be 'pause' or 'continue', got {self.on_budget!r}")
+        self.key = signing_key(self)
+        self.contract = self.task.contract
+        self.recorder = SegmentRecorder(self.task, cfg.algo.hf_steps_per_iter, cfg.seed,
+                                        prefix=f'{self.get_namespace().strip("/") or "hf"}-{cfg.seed}')
+        self.phase, self.latest_version, self.seq, self.pending_state = WAITING, -1, 0, None
+        self.episodes = self.segments = self.stale_actions = 0
+        self.rejections = Rejections(self)
+
+        self.obs_pub = self.create_publisher(Float64MultiArray, OBSERVATION, CONTROL)
+        self.command_pub = self.create_publisher(Float64MultiArray, command_topic, CONTROL)
+        self.episode_pub = self.create_publisher(UInt8MultiArray, HIFI_EPISODES, EPISODES)
+        self.create_subscription(JointState, states_topic, self.on_joint_states, CONTROL)
+        self.create_subscription(Float64MultiArray, ACTION, self.on_action, CONTROL)
+        self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED)
+        self.reset_client = self.create_client(Trigger, reset_service)
+        self.create_timer(0.5, self.request_reset_when_ready)
+        Diagnostics(self, lambda: {'phase': self.phase, 'episodes': self.episodes, 'segments': self.segments,
+                                   'policy_version': self.latest_version,
+                                   'stale_actions': self.stale_actions, 'rejected': self.rejections.total})
+
+    # ---- inputs --------------------------------------------------------------------------------------------
+    def on_weights(self, msg: UInt8MultiArray) -> None:
+        try:
+            version = decode_weights(msg_bytes(msg), contract=self.contract, key=self.key).version
+        except CodecError as err:
+            self.rejections(WEIGHTS, err)
+            return
+        self.latest_version = max(self.latest_version, version)
+        if self.phase == PAUSED and not self.recorder.budget_reached(self.latest_version):
+            self.publish_observation()
+
+    def on_joint_states(self, msg: JointState) -> None:
+        try:
+            qpos, qvel = joint_vector(msg.name, msg.position, msg.velocity, self.joint_names)
+        except JointStateError as err:
+            self.rejections('joint_states', err)
+            return
+        if self.phase in (RESETTING, STARTING):
+            self.pending_state = (qpos, qvel)
+            if self.phase == STARTING:
+                self.start_episode()
+        elif self.phase == ACTING:
+            segments, over = self.recorder.transition(qpos, qvel)
+            self.publish_segments(segments)
+            if over:
+                self.episodes += 1
+                self.request_reset()
+            else:
+                self.continue_or_pause()
+
+    def on_action(self, msg: Float64MultiArray) -> None:
+        data, n = np.asarray(msg.data, dtype=np.float64), self.contract.act_dim
+        if data.shape != (2 + 3 * n,) or not np.isfinite(data).all():
+            self.rejections(ACTION, f'expected [seq, version, {3 * n} finite values], got {data.size} values')
+            return
+        if self.phase != OBSERVING or int(data[0]) != self.seq:
+            self.rejections(ACTION, f'action for seq {int(data[0])} while {self.phase} at seq {self.seq}')
+            return
+        version, action, eps, command = int(data[1]), data[2:2 + n], data[2 + n:2 + 2 * n], data[2 + 2 * n:]
+        if self.on_budget == 'pause' and self.recorder.budget_reached(version):
+            self.stale_actions += 1  # the policy server has not switched to the new weights yet: ask again
+            self.publish_observation()
+            return
+        self.publish_segments(self.recorder.act(action, eps, command, version))
+        self.phase = ACTING
+        out = Float64MultiArray()
+        out.data = array.array('d', self.task.clip_action(command))
+        self.command_pub.publish(out)
+
+    # ---- episode flow --------------------------------------------------------------------------------------
+    def request_reset_when_ready(self) -> None:
+        if self.phase == WAITING and self.latest_version >= 0 and self.reset_client.service_is_ready():
+            self.request_reset()
+
+    def request_reset(self) -> None:
+        self.phase, self.pending_state = RESETTING, None
+        self.reset_client.call_async(Trigger.Request()).add_done_callback(self.on_reset_done)
+
+    def on_reset_done(self, future) -> None:
+        result = future.result()
+        if result is None or not result.success:
+            self.get_logger().error(f'reset failed: {getattr(result, "message", "no response")}; retrying')
+            self.phase = WAITING
+            return
+        self.phase = STARTING
+        if self.pending_state is not None:
+            self.start_episode()
+
+    def start_episode(self) -> None:
+        self.recorder.start_episode(*self.pending_state)
+        self.continue_or_pause()
+
+    def continue_or_pause(self) -> None:
+        if self.on_budget == 'pause' and self.recorder.budget_reached(self.latest_version):
+            self.phase = PAUSED  # wait for the learner's next version (the twin and Gazebo can wait)
+        else:
+            self.publish_observation()
+
+    def publish_observation(self) -> None:
+        self.seq += 1
+        self.phase = OBSERVING
+        msg = Float64MultiArray()
+        msg.data = array.array('d', [float(self.seq), *self.recorder.observation()])
+        self.obs_pub.publish(msg)
+
+    def publish_segments(self, segments) -> None:
+        for segment in segments:
+            self.episode_pub.publish(bytes_msg(encode_episode(segment, key=self.key)))
+            self.segments += 1
+
+
+def main(args=None):
+    run(HifiInterface, args)

@@ -1,0 +1,147 @@
+"""learner: gathers one policy version's HF segments, paired LF replays and LF pool; takes the MF update; publishes
+the next weights (latched), per-iteration metrics (rqt_plot-ready) and checkpoints."""
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rclpy.node import Node
+from std_msgs.msg import Float64, String, UInt8MultiArray
+
+from mfpg_ros.core.algorithms import Learner
+from mfpg_ros.core.bookkeeping import EpisodeReturns, IterationAssembler
+from mfpg_ros.core.checkpoint import save_checkpoint
+from mfpg_ros.core.codec import CodecError, decode_episode, encode_weights
+from mfpg_ros.core.episode import HIFI
+from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, METRICS, WEIGHTS, \
+    Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
+from mfpg_ros.nodes.params import declare_config
+from mfpg_ros.sim.tasks import make_task
+
+
+class LearnerNode(Node):
+    def __init__(self):
+        super().__init__('learner')
+        torch.set_num_threads(1)
+        self.cfg = cfg = declare_config(self)
+        run_dir = self.declare_parameter('run_dir', '').value
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.checkpoint_every = self.declare_parameter('checkpoint_every', 10).value
+        self.lofi_timeout = self.declare_parameter('lofi_timeout_s', 30.0).value
+        self.key = signing_key(self)
+        task = make_task(cfg.task, cfg.lofi_variant)
+        self.contract = task.contract
+        algo = cfg.algo
+        self.learner = Learner(algo, self.contract, cfg.seed)
+        pool_steps = 0 if algo.algorithm == 'reinforce' else algo.pool_envs * algo.pool_steps_per_env
+        self.assembler = IterationAssembler(algo.hf_steps_per_iter, pool_steps, algo.algorithm == 'mf_reinforce')
+        self.returns = EpisodeReturns(task.max_episode_steps)
+        self.recent = collections.deque(maxlen=10)
+        self.hf_total = self.lofi_timeouts = 0
+        self.hf_complete_since: float | None = None
+        self.iteration_started = time.perf_counter()
+        self.done = False
+        self.csv_fields: list[str] | None = None
+        self.rejections = Rejections(self)
+        self.weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS, LATCHED)
+        self.summary_pub = self.create_publisher(String, f'{METRICS}/summary', 10)
+        self.metric_pubs: dict[str, object] = {}
+        self.create_subscription(UInt8MultiArray, HIFI_EPISODES, lambda m: self.on_episode(m, HIFI_EPISODES),
+                                 EPISODES)
+        self.create_subscription(UInt8MultiArray, LOFI_EPISODES, lambda m: self.on_episode(m, LOFI_EPISODES),
+                                 EPISODES)
+        self.create_timer(0.1, self.maybe_update)
+        Diagnostics(self, self.diagnostics)
+        if self.run_dir:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.publish_weights()
+        self.get_logger().info(f'{algo.algorithm} on {cfg.task}: waiting for version 0 data')
+
+    def on_episode(self, msg: UInt8MultiArray, topic: str) -> None:
+        try:
+            episode = decode_episode(msg_bytes(msg), contract=self.contract, key=self.key)
+            if (episode.fidelity == HIFI) != (topic == HIFI_EPISODES):
+                raise CodecError(f'{episode.fidelity} segment on {topic}')
+        except CodecError as err:
+            self.rejections(topic, err)
+            return
+        self.assembler.add(episode)
+        self.maybe_update()
+
+    def maybe_update(self) -> None:
+        if self.done or not self.assembler.hf_complete():
+            return
+        now = time.perf_counter()
+        self.hf_complete_since = self.hf_complete_since or now
+        timed_out = not self.assembler.lofi_complete() and now - self.hf_complete_since > self.lofi_timeout
+        if not (self.assembler.ready() or timed_out):
+            return
+        data = self.assembler.take()
+        if timed_out:  # a low-fidelity simulator is missing: carry on HF-only (c = 0) and say so
+            self.lofi_timeouts += 1
+            self.get_logger().warn(f'low-fidelity data for version {self.learner.version} incomplete after '
+                                   f'{self.lofi_timeout:.0f} s: HF-only update')
+            data.paired, data.pool = [], []
+        metrics = self.learner.update(data.hifi, data.paired, data.pool)
+        self.publish_weights()
+        for segment in data.hifi:
+            self.returns.add(segment)
+        finished = self.returns.take()
+        self.recent.extend(finished)
+        self.hf_total += data.steps('hifi')
+        metrics.update(hf_total_steps=self.hf_total, lofi_timeouts=self.lofi_timeouts,
+                       hf_return=float(np.mean(finished)) if finished else math.nan,
+                       hf_return_recent=float(np.mean(self.recent)) if self.recent else math.nan,
+                       wait_seconds=now - self.iteration_started - metrics['update_seconds'],
+                       iteration_seconds=time.perf_counter() - self.iteration_started,
+                       dropped=sum(self.assembler.dropped.values()))
+        self.iteration_started, self.hf_complete_since = time.perf_counter(), None
+        target = self.cfg.target_return
+        self.done = self.learner.version >= self.cfg.iterations or (
+            target is not None and len(self.recent) == self.recent.maxlen and metrics['hf_return_recent'] >= target)
+        metrics['done'] = self.done
+        self.publish_metrics(metrics)
+        self.save(metrics)
+
+    def publish_weights(self) -> None:
+        payload = encode_weights(self.learner.model, version=self.learner.version, contract=self.contract,
+                                 key=self.key)
+        self.weights_pub.publish(bytes_msg(payload))
+
+    def publish_metrics(self, metrics: dict) -> None:
+        self.summary_pub.publish(String(data=json.dumps(metrics)))
+        for name, value in metrics.items():
+            if name not in self.metric_pubs:
+                self.metric_pubs[name] = self.create_publisher(Float64, f'{METRICS}/{name}', 10)
+            self.metric_pubs[name].publish(Float64(data=float(value)))
+
+    def save(self, metrics: dict) -> None:
+        if not self.run_dir:
+            return
+        path = self.run_dir / 'metrics.csv'
+        new = self.csv_fields is None
+        self.csv_fields = self.csv_fields or sorted(metrics)
+        with path.open('w' if new else 'a', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=self.csv_fields, extrasaction='ignore', restval='')
+            if new:
+                writer.writeheader()
+            writer.writerow(metrics)
+        if self.done or self.learner.version % self.checkpoint_every == 0:
+            save_checkpoint(self.learner, self.run_dir / 'checkpoints' / f'learner_{self.learner.version:06d}.safetensors',
+                            extra={'config': self.cfg.to_dict()})
+
+    def diagnostics(self) -> dict:
+        return {'policy_version': self.learner.version, 'hf_steps_waiting': self.assembler.data.steps('hifi'),
+                'pool_steps_waiting': self.assembler.data.steps('pool'),
+                'pairs_missing': len(self.assembler.missing_pairs()), 'lofi_timeouts': self.lofi_timeouts,
+                'rejected': self.rejections.total, **{f'dropped {k}': v for k, v in self.assembler.dropped.items()}}
+
+
+def main(args=None):
+    run(LearnerNode, args)

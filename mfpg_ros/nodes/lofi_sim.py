@@ -1,0 +1,103 @@
+"""lofi_sim: the vectorised MuJoCo low-fidelity side. For every HF segment of the current policy version it runs
+the paired replay (same s0, same eps); per version it runs its share of the independent pool for mu_l.
+Several lofi_sim nodes share the work by worker_index / num_workers."""
+from __future__ import annotations
+
+import zlib
+
+from rclpy.node import Node
+from std_msgs.msg import UInt8MultiArray
+
+from mfpg_ros.core.codec import CodecError, build_model, decode_episode, decode_weights, encode_episode
+from mfpg_ros.core.episode import HIFI, LOFI_POOL
+from mfpg_ros.core.policy import NumpyPolicy
+from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, WEIGHTS, Diagnostics, \
+    Rejections, bytes_msg, msg_bytes, run, signing_key
+from mfpg_ros.nodes.params import declare_config
+from mfpg_ros.sim.engine import Engine
+from mfpg_ros.sim.tasks import make_task
+
+
+def pool_share(total_envs: int, worker: int, workers: int) -> int:
+    """Environments of the pool this worker runs (the shares add up to total_envs)."""
+    return total_envs // workers + (1 if worker < total_envs % workers else 0)
+
+
+class LofiSim(Node):
+    def __init__(self):
+        super().__init__('lofi_sim')
+        cfg = declare_config(self)
+        self.worker = self.declare_parameter('worker_index', 0).value
+        self.workers = self.declare_parameter('num_workers', 1).value
+        nthread = self.declare_parameter('nthread', 2).value
+        if not 0 <= self.worker < self.workers:
+            raise ValueError(f'worker_index {self.worker} must be in [0, num_workers={self.workers})')
+        self.key = signing_key(self)
+        task = make_task(cfg.task, cfg.lofi_variant)
+        self.contract = task.contract
+        self.algorithm, self.steps_per_env = cfg.algo.algorithm, cfg.algo.pool_steps_per_env
+        envs = pool_share(cfg.algo.pool_envs, self.worker, self.workers)
+        self.pool = Engine(task, envs, seed=cfg.seed * 1000 + 2 * self.worker + 1, nthread=nthread) if envs else None
+        self.replayer = Engine(task, 1, seed=cfg.seed * 1000 + 2 * self.worker + 2, nthread=nthread)
+        self.policy, self.version, self.pool_done = None, -1, -1
+        self.waiting = []  # HF segments of versions whose weights have not arrived yet
+        self.replays = self.pool_steps = self.stale = 0
+        self.rejections = Rejections(self)
+        self.episode_pub = self.create_publisher(UInt8MultiArray, LOFI_EPISODES, EPISODES)
+        self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED)
+        self.create_subscription(UInt8MultiArray, HIFI_EPISODES, self.on_hifi_episode, EPISODES)
+        self.create_timer(0.005, self.run_pool)
+        Diagnostics(self, lambda: {'policy_version': self.version, 'replays': self.replays,
+                                   'pool_steps': self.pool_steps, 'stale_dropped': self.stale,
+                                   'waiting': len(self.waiting), 'rejected': self.rejections.total})
+
+    def on_weights(self, msg: UInt8MultiArray) -> None:
+        try:
+            weights = decode_weights(msg_bytes(msg), contract=self.contract, key=self.key)
+        except CodecError as err:
+            self.rejections(WEIGHTS, err)
+            return
+        if weights.version <= self.version:
+            self.rejections(WEIGHTS, f'out-of-order weights version {weights.version} <= {self.version}')
+            return
+        self.policy, self.version = NumpyPolicy(build_model(weights)), weights.version
+        waiting, self.waiting = self.waiting, []
+        for segment in waiting:
+            self.process(segment)
+
+    def on_hifi_episode(self, msg: UInt8MultiArray) -> None:
+        try:
+            segment = decode_episode(msg_bytes(msg), contract=self.contract, key=self.key)
+            if segment.fidelity != HIFI:
+                raise CodecError(f'expected a {HIFI} segment, got {segment.fidelity}')
+        except CodecError as err:
+            self.rejections(HIFI_EPISODES, err)
+            return
+        if zlib.crc32(segment.episode_id.encode()) % self.workers == self.worker:
+            self.process(segment)
+
+    def process(self, segment) -> None:
+        if segment.policy_version > self.version:
+            self.waiting.append(segment)
+        elif segment.policy_version < self.version:
+            self.stale += 1
+        elif self.algorithm == 'mf_reinforce' and not segment.aborted:
+            for replay in self.replayer.replay(self.policy, [segment], self.version):
+                self.publish(replay)
+            self.replays += 1
+
+    def run_pool(self) -> None:
+        if self.pool is None or self.algorithm == 'reinforce' or self.pool_done >= self.version:
+            return
+        version = self.version
+        for segment in self.pool.collect(self.policy, self.steps_per_env, version, LOFI_POOL):
+            self.publish(segment)
+            self.pool_steps += len(segment)
+        self.pool_done = version
+
+    def publish(self, segment) -> None:
+        self.episode_pub.publish(bytes_msg(encode_episode(segment, key=self.key)))
+
+
+def main(args=None):
+    run(LofiSim, args)

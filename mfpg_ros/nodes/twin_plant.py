@@ -1,0 +1,93 @@
+"""twin_plant: a MuJoCo plant with shifted dynamics that speaks the robot's ros2_control topics.
+
+Stands in for the real robot or Gazebo: publishes sensor_msgs/JointState, takes std_msgs/Float64MultiArray effort
+commands (a forward command controller's topic), offers a std_srvs/Trigger reset, and publishes /clock.
+mode=lockstep advances one control period per command (fast, deterministic tests); mode=realtime steps at the
+control rate with the last command held.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from mfpg_ros.nodes.common import CONTROL, Diagnostics, Rejections, run
+from mfpg_ros.nodes.params import declare_config
+from mfpg_ros.sim.tasks import make_task
+
+
+class TwinPlant(Node):
+    def __init__(self):
+        super().__init__('twin_plant')
+        cfg = declare_config(self)
+        self.mode = self.declare_parameter('mode', 'lockstep').value
+        if self.mode not in ('lockstep', 'realtime'):
+            raise ValueError(f"mode must be 'lockstep' or 'realtime', got {self.mode!r}")
+        self.command_topic = command_topic = self.declare_parameter('command_topic',
+                                                                    'effort_controller/commands').value
+        states_topic = self.declare_parameter('joint_states_topic', 'joint_states').value
+        reset_service = self.declare_parameter('reset_service', 'reset').value
+        self.task = make_task(cfg.task, cfg.hifi_variant)
+        self.data = self.task.new_data()
+        self.rng = np.random.default_rng([cfg.seed, 11])
+        self.command = np.zeros(self.task.model.nu)
+        self.steps = self.resets = self.diverged = 0
+        self.rejections = Rejections(self)
+        self.states_pub = self.create_publisher(JointState, states_topic, CONTROL)
+        self.clock_pub = self.create_publisher(Clock, '/clock', 10)
+        self.create_subscription(Float64MultiArray, command_topic, self.on_command, CONTROL)
+        self.create_service(Trigger, reset_service, self.on_reset)
+        if self.mode == 'realtime':
+            self.create_timer(self.task.dt, self.advance)
+        Diagnostics(self, lambda: {'steps': self.steps, 'resets': self.resets, 'diverged': self.diverged,
+                                   'rejected': self.rejections.total, 'mode': self.mode})
+        self.reset_state()
+        self.get_logger().info(f'{cfg.task} twin ({cfg.hifi_variant or "nominal"}), {self.mode}, '
+                               f'{1 / self.task.dt:.0f} Hz, commands on {command_topic}')
+
+    def on_command(self, msg: Float64MultiArray) -> None:
+        command = np.asarray(msg.data, dtype=np.float64)
+        if command.shape != self.command.shape or not np.isfinite(command).all():
+            self.rejections(self.command_topic,
+                            f'expected {self.command.size} finite efforts, got {list(command)[:8]}')
+            return
+        self.command = command
+        if self.mode == 'lockstep':
+            self.advance()
+
+    def advance(self) -> None:
+        if not self.task.step(self.data, self.command):
+            self.diverged += 1
+            self.get_logger().error('simulation diverged; resetting the twin')
+            self.reset_state()
+        self.steps += 1
+        self.publish_state()
+
+    def on_reset(self, request, response):
+        self.reset_state()
+        response.success, response.message = True, f'reset #{self.resets}'
+        return response
+
+    def reset_state(self) -> None:
+        qpos, qvel = self.task.reset_state(self.rng, 1)
+        self.task.set_state(self.data, qpos[0], qvel[0])
+        self.command[:] = 0.0
+        self.resets += 1
+        self.publish_state()
+
+    def publish_state(self) -> None:
+        sec, frac = divmod(self.data.time, 1.0)
+        msg = JointState(name=list(self.task.joint_names), position=self.data.qpos.tolist(),
+                         velocity=self.data.qvel.tolist(), effort=self.data.qfrc_actuator.tolist())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(sec), int(math.floor(frac * 1e9))
+        self.states_pub.publish(msg)
+        self.clock_pub.publish(Clock(clock=msg.header.stamp))
+
+
+def main(args=None):
+    run(TwinPlant, args)

@@ -1,0 +1,101 @@
+"""Robot-side episode assembly (ROS-free): joint states -> observations, rewards, terminations, and HF segments
+carrying their start state s0, the noise eps, and the policy version. hifi_interface is a thin wrapper."""
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+
+from mfpg_ros.core.episode import HIFI, Episode
+from mfpg_ros.sim.tasks import Task
+
+
+class JointStateError(ValueError):
+    pass
+
+
+def joint_vector(names, positions, velocities, wanted: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(qpos, qvel) in the task's joint order from a JointState's parallel arrays; any order, extras ignored."""
+    if len(positions) != len(names) or len(velocities) != len(names):
+        raise JointStateError(f'joint_states has {len(names)} names but {len(positions)} positions and '
+                              f'{len(velocities)} velocities')
+    index = {n: i for i, n in enumerate(names)}
+    missing = [n for n in wanted if n not in index]
+    if missing:
+        raise JointStateError(f'joint_states lacks joints {missing} (has {list(names)})')
+    qpos = np.array([positions[index[n]] for n in wanted], dtype=np.float64)
+    qvel = np.array([velocities[index[n]] for n in wanted], dtype=np.float64)
+    if not (np.isfinite(qpos).all() and np.isfinite(qvel).all()):
+        raise JointStateError('joint_states has non-finite positions or velocities')
+    return qpos, qvel
+
+
+class SegmentRecorder:
+    """Step-by-step HF episode assembly. Segments are cut at episode end, at a policy version change and when
+    `steps_per_version` steps of one version were recorded (the learner's HF budget per iteration)."""
+
+    def __init__(self, task: Task, steps_per_version: int, seed: int = 0, prefix: str = ''):
+        self.task, self.budget, self.seed = task, steps_per_version, seed
+        self.prefix = prefix or uuid.uuid4().hex[:8]
+        self.counter = 0
+        self.qpos = self.qvel = None
+        self.step = 0  # steps since the episode's reset
+        self.version = -1  # version of the open segment
+        self.version_steps: dict[int, int] = {}
+        self._clear()
+
+    def _clear(self) -> None:
+        self.obs, self.actions, self.eps, self.commands, self.rewards = [], [], [], [], []
+        self.s0 = None
+
+    def start_episode(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        self._clear()
+        self.qpos, self.qvel, self.step = qpos, qvel, 0
+
+    def observation(self) -> np.ndarray:
+        return self.task.observe(self.qpos[None], self.qvel[None])[0]
+
+    def budget_reached(self, version: int) -> bool:
+        return self.version_steps.get(version, 0) >= self.budget
+
+    def act(self, action: np.ndarray, eps: np.ndarray, command: np.ndarray, version: int) -> list[Episode]:
+        """Record the action taken in the current state; returns a segment closed by a version change."""
+        closed = self._close(truncated=True) if self.rewards and version != self.version else []
+        if not self.rewards and not self.actions:
+            self.s0 = (self.qpos.copy(), self.qvel.copy(), self.step)
+            self.version = version
+        self.obs.append(self.observation())
+        self.actions.append(action)
+        self.eps.append(eps)
+        self.commands.append(command)
+        return closed
+
+    def transition(self, qpos: np.ndarray, qvel: np.ndarray) -> tuple[list[Episode], bool]:
+        """The state after the last action. Returns (closed segments, episode over?)."""
+        reward = self.task.step_reward(self.qpos[None], qpos[None], qvel[None], self.commands[-1][None])[0]
+        terminated = bool(self.task.terminated(qpos[None], qvel[None])[0])
+        self.rewards.append(float(reward))
+        self.qpos, self.qvel, self.step = qpos, qvel, self.step + 1
+        self.version_steps[self.version] = self.version_steps.get(self.version, 0) + 1
+        time_limit = self.step >= self.task.max_episode_steps
+        if terminated or time_limit or self.budget_reached(self.version):
+            return self._close(terminated=terminated, truncated=not terminated), terminated or time_limit
+        return [], False
+
+    def abort(self) -> list[Episode]:
+        """Close the open segment as unusable (watchdog, e-stop, lost robot); the learner will drop it."""
+        return self._close(truncated=True, aborted=True) if self.rewards else []
+
+    def _close(self, terminated=False, truncated=False, aborted=False) -> list[Episode]:
+        n = len(self.rewards)
+        qpos0, qvel0, start = self.s0
+        self.counter += 1
+        segment = Episode(
+            obs=np.asarray(self.obs[:n], np.float32).reshape(n, -1),
+            actions=np.asarray(self.actions[:n], np.float32).reshape(n, -1),
+            eps=np.asarray(self.eps[:n], np.float64).reshape(n, -1), rewards=np.asarray(self.rewards),
+            qpos0=qpos0, qvel0=qvel0, contract=self.task.contract, policy_version=self.version,
+            fidelity=HIFI, start_step=start, terminated=terminated, truncated=truncated, aborted=aborted,
+            seed=self.seed, episode_id=f'{self.prefix}-{self.counter}')
+        self._clear()
+        return [segment]

@@ -1,0 +1,45 @@
+"""`mfpg train-inprocess`: the whole training loop in one process, no ROS (benchmarks, quick experiments)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import yaml
+
+from mfpg_ros.core.config import load_config
+from mfpg_ros.graph import share_file
+from mfpg_ros.trainer import Trainer
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """['algo.lr=1e-3', ...] -> {'algo.lr': 0.001} (values parsed as YAML scalars)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition('=')
+        if not sep:
+            raise SystemExit(f'--set expects key=value, got {pair!r}')
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='mfpg train-inprocess', description=__doc__)
+    parser.add_argument('--config', default=None, help='training YAML (default: the package config/train.yaml)')
+    parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='overrides, e.g. algo.lr=1e-3')
+    parser.add_argument('--json', action='store_true', help='print one JSON line per iteration')
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config or share_file("config", "train.yaml"), **parse_overrides(args.set))
+    trainer = Trainer(cfg)
+
+    def show(m: dict) -> None:
+        if args.json:
+            print(json.dumps(m), flush=True)
+        elif 'eval_return' in m or m['iteration'] % 10 == 0:
+            ev = f" eval {m['eval_return']:.1f}" if 'eval_return' in m else ''
+            ret = '' if math.isnan(m['hf_return']) else f" hf_return {m['hf_return']:.1f}"
+            print(f"iter {m['iteration']:4d} hf_steps {m['hf_total_steps']}{ret} c {m.get('c', 0):+.2f} "
+                  f"rho {m.get('rho', 0):+.2f} {m['iteration_seconds'] * 1e3:.0f} ms{ev}", flush=True)
+
+    trainer.run(show)
+    return 0
