@@ -55,7 +55,7 @@ class AlgoConfig:
 @dataclass
 class TrainConfig:
     task: str = 'cartpole'
-    hifi_variant: str | dict | None = 'cartpole_shifted'  # the "real" plant (or its stand-in)
+    hifi_variant: str | dict | None = 'cartpole_twin'  # the "real" plant (or its stand-in)
     lofi_variant: str | dict | None = None  # the simulator the low-fidelity side uses
     seed: int = 0
     iterations: int = 300
