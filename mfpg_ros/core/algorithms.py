@@ -34,20 +34,30 @@ class Learner:
         """Consume one version's segments, step the optimiser, advance the version. Returns metrics."""
         t0 = time.perf_counter()
         hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))
-        algorithm = self.cfg.algorithm
-        if algorithm == 'mf_reinforce':
-            policy_loss, fit, metrics = self._mf_terms(hifi, paired, pool)
-        else:
-            data = hifi if algorithm == 'reinforce' else [*paired, *pool]
-            fit = est.flatten(data, self.cfg.gamma)
-            x = self._advantages(fit) * self.model.log_prob(fit.obs, fit.actions)
-            policy_loss, metrics = -x.mean(), {'n_aligned': len(fit)}
+        policy_loss, fit, metrics = self._policy_loss(hifi, paired, pool)
         metrics.update(self._step(policy_loss, fit))
         metrics.update(iteration=self.version, hf_segments=len(hifi), hf_steps=sum(len(e) for e in hifi),
                        lf_steps=sum(len(e) for e in (*paired, *pool)), update_seconds=time.perf_counter() - t0,
                        std=float(self.model.log_std.detach().exp().mean()))
         self.version += 1
         return metrics
+
+    def policy_gradient(self, hifi, paired=(), pool=()) -> tuple[torch.Tensor, dict]:
+        """The policy-gradient estimate (flattened over actor parameters) this data would give; no step taken."""
+        policy_loss, _, metrics = self._policy_loss(*([e for e in g if not e.aborted] for g in (hifi, paired, pool)))
+        actor = [p for n, p in self.model.named_parameters() if not n.startswith('vf.')]
+        grads = torch.autograd.grad(policy_loss, actor, allow_unused=True)
+        return -torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, actor)]), \
+            metrics
+
+    def _policy_loss(self, hifi, paired, pool) -> tuple[torch.Tensor, est.Steps, dict]:
+        algorithm = self.cfg.algorithm
+        if algorithm == 'mf_reinforce':
+            return self._mf_terms(hifi, paired, pool)
+        data = hifi if algorithm == 'reinforce' else [*paired, *pool]
+        fit = est.flatten(data, self.cfg.gamma)
+        x = self._advantages(fit) * self.model.log_prob(fit.obs, fit.actions)
+        return -x.mean(), fit, {'n_aligned': len(fit)}
 
     def _advantages(self, steps: est.Steps) -> torch.Tensor:
         with torch.no_grad():
