@@ -2,6 +2,7 @@
 reference the node graph must agree with). The HF plant is a MuJoCo variant standing in for the robot."""
 from __future__ import annotations
 
+import collections
 import time
 from typing import Callable
 
@@ -31,6 +32,7 @@ class Trainer:
         self.replayer = Engine(lofi_task, 1, seed=seeds[2], nthread=nthread)
         self.evaluator = Engine(hifi_task, 1, seed=seeds[3], nthread=1)
         self.returns = EpisodeReturns(hifi_task.max_episode_steps)
+        self.recent = collections.deque(maxlen=10)  # last HF episode returns: 'solved' is judged on these
         self.hf_steps = 0
 
     def collect(self) -> tuple[list[Episode], list[Episode], list[Episode]]:
@@ -52,10 +54,16 @@ class Trainer:
             self.returns.add(segment)
             self.hf_steps += len(segment)
         finished = self.returns.take()
+        self.recent.extend(finished)
         metrics.update(hf_total_steps=self.hf_steps, collect_seconds=t1 - t0,
                        iteration_seconds=time.perf_counter() - t0,
-                       hf_return=float(np.mean(finished)) if finished else float('nan'))
+                       hf_return=float(np.mean(finished)) if finished else float('nan'),
+                       hf_return_recent=float(np.mean(self.recent)) if self.recent else float('nan'))
         return metrics
+
+    def solved(self, metrics: dict) -> bool:
+        target = self.cfg.target_return
+        return target is not None and len(self.recent) == self.recent.maxlen and metrics['hf_return_recent'] >= target
 
     def evaluate(self) -> float:
         return float(np.mean(self.evaluator.evaluate(NumpyPolicy(self.learner.model), self.cfg.eval_episodes)))
@@ -69,7 +77,6 @@ class Trainer:
             history.append(metrics)
             if on_metrics:
                 on_metrics(metrics)
-            target = self.cfg.target_return
-            if target is not None and metrics.get('eval_return', -np.inf) >= target:
+            if self.solved(metrics):
                 break
         return history
