@@ -19,6 +19,7 @@ WEIGHTS = 'policy/weights'
 HIFI_EPISODES = 'hifi/episodes'
 LOFI_EPISODES = 'lofi/episodes'
 OBSERVATION = 'hifi/observation'  # Float64MultiArray [seq, obs...]
+IDLE = 'hifi/idle'  # std_msgs/Bool: the HF side is deliberately not stepping (reset, pause between iterations)
 ACTION = 'hifi/action'  # Float64MultiArray [seq, version, sampled action..., eps..., command...]
 METRICS = 'metrics'  # namespace of per-iteration std_msgs/Float64 topics; metrics/summary is JSON
 
@@ -39,15 +40,16 @@ def msg_bytes(msg: UInt8MultiArray) -> bytes:
 
 
 class Rejections:
-    """Counts rejected input per topic and reason, logs each once per reason at warn level (then throttled)."""
+    """Counts rejected input per topic and reason; logs the first of each kind, then every 100th."""
 
     def __init__(self, node: Node):
         self.node, self.counts = node, collections.Counter()
 
     def __call__(self, topic: str, error: Exception | str) -> None:
         reason = type(error).__name__ if isinstance(error, Exception) else str(error)
-        self.counts[(topic, reason)] += 1
-        self.node.get_logger().warn(f'rejected message on {topic}: {error}', throttle_duration_sec=2.0)
+        n = self.counts[(topic, reason)] = self.counts[(topic, reason)] + 1
+        if n % 100 == 1:
+            self.node.get_logger().warn(f'rejected message on {topic} (#{n} of this kind): {error}')
 
     @property
     def total(self) -> int:

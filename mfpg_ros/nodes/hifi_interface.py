@@ -1,21 +1,25 @@
-"""hifi_interface: the only node that touches the robot (real, Gazebo or the twin plant).
+"""hifi_interface: the robot side's episode keeper (real robot, Gazebo or the twin plant).
 
-joint_states (by joint name) -> observation -> policy_server -> action -> ros2_control command; rewards and
-terminations from the task; resets through the plant's reset service; HF segments (s0, eps, rewards, version)
-published for the learner and the low-fidelity simulators. All episode logic lives in sim.recorder.
+joint_states (by joint name) -> observation for policy_server (which commands the robot and reports the action,
+eps and version back) -> the next joint_states closes the step: reward and termination from the task. Resets go
+through the plant's reset service; HF segments (s0, eps, rewards, version) are published for the learner and the
+low-fidelity simulators. A stalled step (no action or no new joint state in time) aborts the segment: aborted
+data never reaches the learner. Episode logic lives in sim.recorder.
 """
 from __future__ import annotations
 
 import array
+import time
 
 import numpy as np
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, UInt8MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from mfpg_ros.core.codec import CodecError, decode_weights, encode_episode
-from mfpg_ros.nodes.common import ACTION, CONTROL, EPISODES, HIFI_EPISODES, LATCHED, OBSERVATION, WEIGHTS, \
+from mfpg_ros.nodes.common import ACTION, CONTROL, EPISODES, HIFI_EPISODES, IDLE, LATCHED, OBSERVATION, WEIGHTS, \
     Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.recorder import JointStateError, SegmentRecorder, joint_vector
@@ -31,9 +35,9 @@ class HifiInterface(Node):
         cfg = declare_config(self)
         self.task = make_task(cfg.task)
         self.joint_names = list(self.declare_parameter('joint_names', list(self.task.joint_names)).value)
-        command_topic = self.declare_parameter('command_topic', 'effort_controller/commands').value
         states_topic = self.declare_parameter('joint_states_topic', 'joint_states').value
         reset_service = self.declare_parameter('reset_service', 'reset').value
+        self.stall_timeout = self.declare_parameter('stall_timeout_s', 0.5).value
         self.on_budget = self.declare_parameter('on_budget', 'pause').value
         if self.on_budget not in ('pause', 'continue'):
             raise ValueError(f"on_budget must be 'pause' or 'continue', got {self.on_budget!r}")
@@ -42,20 +46,23 @@ class HifiInterface(Node):
         self.recorder = SegmentRecorder(self.task, cfg.algo.hf_steps_per_iter, cfg.seed,
                                         prefix=f'{self.get_namespace().strip("/") or "hf"}-{cfg.seed}')
         self.phase, self.latest_version, self.seq, self.pending_state = WAITING, -1, 0, None
-        self.episodes = self.segments = self.stale_actions = 0
+        self.early_state, self.phase_since, self.last_stamp, self.latest_state = None, time.monotonic(), None, None
+        self.episodes = self.segments = self.stale_actions = self.aborted = 0
         self.rejections = Rejections(self)
 
         self.obs_pub = self.create_publisher(Float64MultiArray, OBSERVATION, CONTROL)
-        self.command_pub = self.create_publisher(Float64MultiArray, command_topic, CONTROL)
+        self.idle_pub = self.create_publisher(Bool, IDLE, CONTROL)
         self.episode_pub = self.create_publisher(UInt8MultiArray, HIFI_EPISODES, EPISODES)
         self.create_subscription(JointState, states_topic, self.on_joint_states, CONTROL)
         self.create_subscription(Float64MultiArray, ACTION, self.on_action, CONTROL)
         self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED)
         self.reset_client = self.create_client(Trigger, reset_service)
         self.create_timer(0.5, self.request_reset_when_ready)
+        self.create_timer(0.05, self.check_stall, clock=Clock(clock_type=ClockType.STEADY_TIME))
         Diagnostics(self, lambda: {'phase': self.phase, 'episodes': self.episodes, 'segments': self.segments,
                                    'policy_version': self.latest_version,
-                                   'stale_actions': self.stale_actions, 'rejected': self.rejections.total})
+                                   'stale_actions': self.stale_actions, 'aborted_segments': self.aborted,
+                                   'rejected': self.rejections.total})
 
     # ---- inputs --------------------------------------------------------------------------------------------
     def on_weights(self, msg: UInt8MultiArray) -> None:
@@ -66,6 +73,7 @@ class HifiInterface(Node):
             return
         self.latest_version = max(self.latest_version, version)
         if self.phase == PAUSED and not self.recorder.budget_reached(self.latest_version):
+            self.recorder.resync(*self.latest_state)  # the plant may have moved while we waited
             self.publish_observation()
 
     def on_joint_states(self, msg: JointState) -> None:
@@ -74,18 +82,28 @@ class HifiInterface(Node):
         except JointStateError as err:
             self.rejections('joint_states', err)
             return
-        if self.phase in (RESETTING, STARTING):
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        jumped_back = self.last_stamp is not None and stamp < self.last_stamp
+        self.last_stamp, self.latest_state = stamp, (qpos, qvel)
+        if jumped_back and self.phase in (OBSERVING, ACTING, PAUSED):
+            self.abort('clock jumped backwards (plant or simulator reset)')
+        elif self.phase in (RESETTING, STARTING):
             self.pending_state = (qpos, qvel)
             if self.phase == STARTING:
                 self.start_episode()
+        elif self.phase == OBSERVING:
+            self.early_state = (qpos, qvel)  # a lock-step plant may answer before the action report arrives
         elif self.phase == ACTING:
-            segments, over = self.recorder.transition(qpos, qvel)
-            self.publish_segments(segments)
-            if over:
-                self.episodes += 1
-                self.request_reset()
-            else:
-                self.continue_or_pause()
+            self.close_step(qpos, qvel)
+
+    def close_step(self, qpos, qvel) -> None:
+        segments, over = self.recorder.transition(qpos, qvel)
+        self.publish_segments(segments)
+        if over:
+            self.episodes += 1
+            self.request_reset()
+        else:
+            self.continue_or_pause()
 
     def on_action(self, msg: Float64MultiArray) -> None:
         data, n = np.asarray(msg.data, dtype=np.float64), self.contract.act_dim
@@ -101,27 +119,46 @@ class HifiInterface(Node):
             self.publish_observation()
             return
         self.publish_segments(self.recorder.act(action, eps, command, version))
-        self.phase = ACTING
-        out = Float64MultiArray()
-        out.data = array.array('d', self.task.clip_action(command))
-        self.command_pub.publish(out)
+        early = self.early_state
+        self.set_phase(ACTING)
+        if early is not None:
+            self.close_step(*early)
 
     # ---- episode flow --------------------------------------------------------------------------------------
     def request_reset_when_ready(self) -> None:
         if self.phase == WAITING and self.latest_version >= 0 and self.reset_client.service_is_ready():
             self.request_reset()
 
+    def check_stall(self) -> None:
+        if self.phase in (OBSERVING, ACTING) and time.monotonic() - self.phase_since > self.stall_timeout:
+            self.abort(f'no {"action" if self.phase == OBSERVING else "joint_states"} within '
+                       f'{self.stall_timeout * 1e3:.0f} ms')
+
+    def abort(self, reason: str) -> None:
+        """Drop the open segment (never sent to the learner) and start over with a reset."""
+        if self.recorder.abort():
+            self.aborted += 1
+        self.get_logger().warn(f'segment aborted: {reason}')
+        self.set_phase(WAITING)
+
+    def set_phase(self, phase: str) -> None:
+        idle = phase not in (OBSERVING, ACTING)
+        if idle != (self.phase not in (OBSERVING, ACTING)) or phase == WAITING:
+            self.idle_pub.publish(Bool(data=idle))  # lets policy_server tell a deliberate pause from a stall
+        self.phase, self.phase_since, self.early_state = phase, time.monotonic(), None
+
     def request_reset(self) -> None:
-        self.phase, self.pending_state = RESETTING, None
+        self.set_phase(RESETTING)
+        self.pending_state = None
         self.reset_client.call_async(Trigger.Request()).add_done_callback(self.on_reset_done)
 
     def on_reset_done(self, future) -> None:
         result = future.result()
         if result is None or not result.success:
             self.get_logger().error(f'reset failed: {getattr(result, "message", "no response")}; retrying')
-            self.phase = WAITING
+            self.set_phase(WAITING)
             return
-        self.phase = STARTING
+        self.set_phase(STARTING)
         if self.pending_state is not None:
             self.start_episode()
 
@@ -131,13 +168,13 @@ class HifiInterface(Node):
 
     def continue_or_pause(self) -> None:
         if self.on_budget == 'pause' and self.recorder.budget_reached(self.latest_version):
-            self.phase = PAUSED  # wait for the learner's next version (the twin and Gazebo can wait)
+            self.set_phase(PAUSED)  # wait for the learner's next version (the twin and Gazebo can wait)
         else:
             self.publish_observation()
 
     def publish_observation(self) -> None:
         self.seq += 1
-        self.phase = OBSERVING
+        self.set_phase(OBSERVING)
         msg = Float64MultiArray()
         msg.data = array.array('d', [float(self.seq), *self.recorder.observation()])
         self.obs_pub.publish(msg)

@@ -1,44 +1,89 @@
-"""policy_server: the high-fidelity side's actor. Observation in, action out at control rate, with the noise eps it
-used and the policy version, so the learner can pair the episode with low-fidelity replays of the same noise."""
+"""policy_server: the high-fidelity side's actor and the only node that commands the robot (lifecycle node).
+
+Observation in (from hifi_interface) -> a = mu(s) + sigma * eps -> command gate (clamp, slew limit) -> the
+robot's forward command controller; the action, eps, command and policy version go back to hifi_interface so
+the episode can be paired with low-fidelity replays of the same noise.
+
+Lifecycle: configure (contract, weights subscription), activate (start commanding), deactivate (send the safe
+command once, then stay silent). Safety: stale-observation watchdog, software e-stop (latched `estop` Bool topic,
+`estop_reset` Trigger service), weights under another contract refused. None of this replaces the hardware e-stop.
+"""
 from __future__ import annotations
 
 import array
+import time
 
 import numpy as np
-from rclpy.node import Node
-from std_msgs.msg import Float64MultiArray, UInt8MultiArray
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.clock import Clock, ClockType
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray
+from std_srvs.srv import Trigger
 
-from mfpg_ros.core.codec import CodecError, decode_weights, build_model
+from mfpg_ros.core.codec import CodecError, build_model, decode_weights
 from mfpg_ros.core.policy import NumpyPolicy
-from mfpg_ros.nodes.common import ACTION, CONTROL, LATCHED, OBSERVATION, WEIGHTS, Diagnostics, Rejections, \
+from mfpg_ros.core.safety import CommandGate
+from mfpg_ros.nodes.common import ACTION, CONTROL, IDLE, LATCHED, OBSERVATION, WEIGHTS, Diagnostics, Rejections, \
     msg_bytes, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 
 
-class PolicyServer(Node):
+class PolicyServer(LifecycleNode):
     def __init__(self):
         super().__init__('policy_server')
-        cfg = declare_config(self)
-        self.deterministic = self.declare_parameter('deterministic', False).value
+        self.cfg = declare_config(self)
+        self.params = {name: self.declare_parameter(name, default).value for name, default in (
+            ('command_topic', 'effort_controller/commands'), ('deterministic', False), ('autostart', True),
+            ('watchdog_timeout_s', 0.1), ('safe_command', 'hold'), ('max_command_rate', float('inf')),
+            ('command_scale', 1.0), ('command_on_idle', False))}
         self.key = signing_key(self)
-        task = make_task(cfg.task)
-        self.contract, self.clip = task.contract, task.clip_action
-        self.rng = np.random.default_rng([cfg.seed, 13])
-        self.policy: NumpyPolicy | None = None
-        self.version = -1
-        self.actions = 0
+        self.steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.rejections = Rejections(self)
-        self.action_pub = self.create_publisher(Float64MultiArray, ACTION, CONTROL)
+        self.policy, self.version, self.gate = None, -1, None
+        self.active = self.estopped = self.stale = self.idle = False
+        self.last_obs_time = None
+        self.actions = self.watchdog_trips = 0
+        Diagnostics(self, self.diagnostics, level=self.health)
+        if self.params['autostart']:
+            self.trigger_configure()
+            self.trigger_activate()
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        p = self.params
+        task = make_task(self.cfg.task)
+        self.contract = task.contract
+        low, high = np.array(self.contract.action_low), np.array(self.contract.action_high)
+        scale = float(p['command_scale'])  # a hardware profile may allow only part of the actuator range
+        self.gate = CommandGate(low * scale, high * scale, max_delta=p['max_command_rate'] * task.dt,
+                                on_stale=p['safe_command'])
+        self.rng = np.random.default_rng([self.cfg.seed, 13])
+        self.command_pub = self.create_lifecycle_publisher(Float64MultiArray, p['command_topic'], CONTROL)
+        self.action_pub = self.create_lifecycle_publisher(Float64MultiArray, ACTION, CONTROL)
         self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED)
         self.create_subscription(Float64MultiArray, OBSERVATION, self.on_observation, CONTROL)
-        Diagnostics(self, lambda: {'policy_version': self.version, 'actions': self.actions,
-                                   'rejected': self.rejections.total})
+        self.create_subscription(Bool, 'estop', self.on_estop, CONTROL)
+        self.create_subscription(Bool, IDLE, self.on_idle, CONTROL)  # volatile: works with any publisher
+        self.create_service(Trigger, 'estop_reset', self.on_estop_reset)
+        period = max(p['watchdog_timeout_s'] / 4, 0.002)
+        self.create_timer(period, self.watchdog, clock=self.steady)
+        return TransitionCallbackReturn.SUCCESS
 
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self.active, self.last_obs_time, self.stale = True, None, False
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self.send(self.gate.fallback())  # last word before going silent
+        self.active = False
+        return super().on_deactivate(state)
+
+    # ---- inputs --------------------------------------------------------------------------------------------
     def on_weights(self, msg: UInt8MultiArray) -> None:
         try:
             weights = decode_weights(msg_bytes(msg), contract=self.contract, key=self.key)
-        except CodecError as err:
+        except CodecError as err:  # includes weights made for another contract: keep the current policy
             self.rejections(WEIGHTS, err)
             return
         if weights.version <= self.version:
@@ -46,22 +91,78 @@ class PolicyServer(Node):
             return
         self.policy, self.version = NumpyPolicy(build_model(weights)), weights.version
 
+    def on_estop(self, msg: Bool) -> None:
+        if msg.data and not self.estopped:
+            self.estopped = True
+            self.get_logger().error('software e-stop engaged: commanding stopped until estop_reset')
+            if self.active:
+                self.send(self.gate.fallback())
+
+    def on_idle(self, msg: Bool) -> None:
+        """The HF side pauses on purpose (reset, waiting for the next policy): disarm the watchdog until
+        observations resume, and send the safe command once if the profile asks for it (a real robot during an
+        operator reset; not a lock-step simulator, where every command is a physics step)."""
+        if msg.data and not self.idle and self.active and not self.stale and self.params['command_on_idle']:
+            self.send(self.gate.fallback())
+        self.idle = msg.data
+
+    def on_estop_reset(self, request, response):
+        response.success, response.message = True, 'e-stop released' if self.estopped else 'e-stop was not engaged'
+        self.estopped = False
+        self.get_logger().warn(response.message)
+        return response
+
     def on_observation(self, msg: Float64MultiArray) -> None:
         data = np.asarray(msg.data, dtype=np.float64)
         if data.shape != (1 + self.contract.obs_dim,) or not np.isfinite(data).all():
             self.rejections(OBSERVATION, f'expected [seq, {self.contract.obs_dim} finite values], '
                                          f'got {data.size} values')
             return
+        self.last_obs_time, self.stale, self.idle = time.monotonic(), False, False
+        if not self.active or self.estopped:
+            return
         if self.policy is None:
             self.rejections(OBSERVATION, 'no policy weights received yet')
             return
-        eps = np.zeros(self.contract.act_dim) if self.deterministic else self.rng.standard_normal(self.contract.act_dim)
+        n = self.contract.act_dim
+        eps = np.zeros(n) if self.params['deterministic'] else self.rng.standard_normal(n)
         action = self.policy.sample(data[1:][None], eps[None])[0]
-        command = self.clip(action)
-        out = Float64MultiArray()
-        out.data = array.array('d', [data[0], float(self.version), *action, *eps, *command])
-        self.action_pub.publish(out)
+        command = self.gate(action)
+        self.send(command)
+        report = Float64MultiArray()
+        report.data = array.array('d', [data[0], float(self.version), *action, *eps, *command])
+        self.action_pub.publish(report)
         self.actions += 1
+
+    def watchdog(self) -> None:
+        if not self.active or self.stale or self.idle or self.last_obs_time is None:
+            return
+        if time.monotonic() - self.last_obs_time > self.params['watchdog_timeout_s']:
+            self.stale = True
+            self.watchdog_trips += 1
+            self.send(self.gate.fallback())
+            self.get_logger().error(f'no observation for {self.params["watchdog_timeout_s"] * 1e3:.0f} ms: '
+                                    f'{self.params["safe_command"]} command sent', throttle_duration_sec=1.0)
+
+    def send(self, command: np.ndarray) -> None:
+        msg = Float64MultiArray()
+        msg.data = array.array('d', command)
+        self.command_pub.publish(msg)
+
+    # ---- status --------------------------------------------------------------------------------------------
+    def health(self) -> tuple[int, str]:
+        if self.estopped:
+            return DiagnosticStatus.ERROR, 'software e-stop engaged'
+        if self.stale:
+            return DiagnosticStatus.ERROR, 'observations stale: safe command sent'
+        if not self.active:
+            return DiagnosticStatus.WARN, 'inactive: not commanding'
+        return DiagnosticStatus.OK, 'commanding'
+
+    def diagnostics(self) -> dict:
+        return {'policy_version': self.version, 'actions': self.actions, 'watchdog_trips': self.watchdog_trips,
+                'estopped': self.estopped, 'active': self.active, 'rejected': self.rejections.total,
+                'non_finite_actions': self.gate.non_finite if self.gate else 0}
 
 
 def main(args=None):

@@ -52,6 +52,12 @@ class SegmentRecorder:
         self._clear()
         self.qpos, self.qvel, self.step = qpos, qvel, 0
 
+    def resync(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Take the plant's current state between segments (after a pause during which it may have moved)."""
+        if self.rewards or self.actions:
+            raise RuntimeError('resync only between segments')
+        self.qpos, self.qvel = qpos, qvel
+
     def observation(self) -> np.ndarray:
         return self.task.observe(self.qpos[None], self.qvel[None])[0]
 
@@ -82,9 +88,14 @@ class SegmentRecorder:
             return self._close(terminated=terminated, truncated=not terminated), terminated or time_limit
         return [], False
 
-    def abort(self) -> list[Episode]:
-        """Close the open segment as unusable (watchdog, e-stop, lost robot); the learner will drop it."""
-        return self._close(truncated=True, aborted=True) if self.rewards else []
+    def abort(self) -> int:
+        """Discard the open segment (stalled robot, watchdog, e-stop): it is never sent, and its steps no longer
+        count against the version's budget. Returns how many recorded steps were dropped."""
+        dropped = len(self.rewards)
+        if dropped:
+            self.version_steps[self.version] -= dropped
+        self._clear()
+        return dropped
 
     def _close(self, terminated=False, truncated=False, aborted=False) -> list[Episode]:
         n = len(self.rewards)
