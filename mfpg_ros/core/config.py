@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-ALGORITHMS = ('mf_reinforce', 'reinforce', 'lf_reinforce')
+ALGORITHMS = ('mf_reinforce', 'reinforce', 'lf_reinforce', 'mf_ppo', 'ppo')
 
 
 @dataclass
@@ -30,6 +30,24 @@ class EstimatorConfig:
 
 
 @dataclass
+class PPOConfig:
+    """Proximal policy optimisation settings, used by algorithms 'ppo' (HF-only) and 'mf_ppo' (see docs/mf_ppo.md)."""
+
+    clip_range: float = 0.2  # policy ratio clipped to [1 - clip_range, 1 + clip_range]
+    n_epochs: int = 10  # passes over each iteration's data
+    minibatch_size: int = 64  # HF steps (MF: aligned HF/LF pairs) per gradient step
+    gae_lambda: float = 0.95  # 1.0 gives Monte-Carlo returns minus the value, as the REINFORCE learner uses
+    normalize_advantage: bool = True  # HF: per minibatch; MF-PPO's LF: one affine map per iteration
+    clip_value: bool = False  # clip the value prediction to old value +- value_clip_range (PPO2 style)
+    value_clip_range: float = 0.2
+    target_kl: float | None = None  # stop the epochs early once the HF approx KL exceeds 1.5 * target_kl
+    pool_minibatch_size: int = 0  # LF pool steps per minibatch (MF-PPO); 0: each epoch splits the pool evenly
+
+    def __post_init__(self):
+        self.target_kl = _optional(self.target_kl)
+
+
+@dataclass
 class AlgoConfig:
     algorithm: str = 'mf_reinforce'
     lr: float = 7e-4
@@ -43,6 +61,7 @@ class AlgoConfig:
     pool_envs: int = 9
     pool_steps_per_env: int = 1000
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
@@ -50,6 +69,8 @@ class AlgoConfig:
             raise ValueError(f'algorithm {self.algorithm!r} is not one of {ALGORITHMS}')
         if isinstance(self.estimator, dict):
             self.estimator = _build(EstimatorConfig, self.estimator, 'estimator')
+        if isinstance(self.ppo, dict):
+            self.ppo = _build(PPOConfig, self.ppo, 'ppo')
 
 
 @dataclass

@@ -1,0 +1,22 @@
+"""Pick the learner class for an algorithm name: REINFORCE flavours -> Learner, PPO flavours -> PPOLearner."""
+from __future__ import annotations
+
+from mfpg_ros.core.algorithms import Learner
+from mfpg_ros.core.config import AlgoConfig
+from mfpg_ros.core.contract import Contract
+from mfpg_ros.core.ppo import PPO_ALGORITHMS, PPOLearner
+
+
+def make_learner(cfg: AlgoConfig, contract: Contract, seed: int = 0) -> Learner | PPOLearner:
+    """Both classes share update(hifi, paired, pool) -> metrics, policy_gradient, model, version and state_dict."""
+    return PPOLearner(cfg, contract, seed) if cfg.algorithm in PPO_ALGORITHMS else Learner(cfg, contract, seed)
+
+
+def needs_paired(algorithm: str) -> bool:
+    """Whether the algorithm uses paired LF replays of the HF segments."""
+    return algorithm in ('mf_reinforce', 'mf_ppo')
+
+
+def needs_pool(algorithm: str) -> bool:
+    """Whether the algorithm uses the independent LF pool."""
+    return algorithm not in ('reinforce', 'ppo')

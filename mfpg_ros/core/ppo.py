@@ -1,0 +1,279 @@
+"""PPO (HF-only, 'ppo') and multi-fidelity PPO ('mf_ppo') behind the same interface as the REINFORCE Learner.
+
+MF-PPO (docs/mf_ppo.md): each minibatch holds aligned HF steps together with their paired LF replays (one index
+set for both) plus a slice of the independent LF pool; its policy loss is the control variate
+    -[mean(x_h) + c * (mean(x_l) - mean(x_pool))],   x = per-step clipped surrogate min(r A, clip(r) A),
+with c = -rho * sigma_h / sigma_l from the minibatch's paired surrogates (EMA, clamp and fixed_c as configured).
+With c = 0 the update is operation for operation plain PPO on the aligned HF steps.
+"""
+from __future__ import annotations
+
+import collections
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mfpg_ros.core import estimator as est
+from mfpg_ros.core.config import AlgoConfig
+from mfpg_ros.core.contract import Contract
+from mfpg_ros.core.episode import Episode
+from mfpg_ros.core.policy import ActorCritic
+
+PPO_ALGORITHMS = ('ppo', 'mf_ppo')
+
+
+def gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+    """Generalised advantage estimates inside one segment. The value after its last step counts as 0 (no bootstrap,
+    like the REINFORCE returns: segments carry no final observation), so lam = 1 gives reward-to-go minus V."""
+    r, v, out = rewards.tolist(), values.tolist(), [0.0] * len(rewards)  # python floats: a faster loop
+    running, next_value = 0.0, 0.0
+    for t in range(len(r) - 1, -1, -1):
+        running = r[t] + gamma * next_value - v[t] + gamma * lam * running
+        out[t], next_value = running, v[t]
+    return np.asarray(out, dtype=np.float64)
+
+
+@dataclass
+class Rollout:
+    """Flat per-step tensors of some segments, frozen under the policy and critic that the update starts from."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    old_log_prob: torch.Tensor
+    old_value: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor  # value targets: advantages + old values
+
+    def __len__(self) -> int:
+        return int(self.advantages.shape[0])
+
+
+@dataclass
+class Batch:
+    hf: Rollout
+    lf: Rollout  # MF: the paired LF replays, step i aligned with hf step i
+    pool: Rollout  # MF: the independent LF pool (the mean term)
+    mf: bool  # control variate on (pairs and pool present)
+
+
+class PPOLearner:
+    """`update(hifi, paired, pool)` = n_epochs passes of clipped-surrogate minibatch steps; then the version advances.
+
+    Estimator switches honoured for 'mf_ppo': ema_alpha, clamp_negative_rho, c_from_previous, fixed_c, trim_pairs
+    (False: no pairs, so c = 0 and all HF steps are used), min_aligned_steps. The mean term always uses the pool
+    only (mu_from_pool_only is ignored); vector_c and permutation_quirk are refused.
+    """
+
+    def __init__(self, cfg: AlgoConfig, contract: Contract, seed: int = 0):
+        if cfg.algorithm not in PPO_ALGORITHMS:
+            raise ValueError(f'PPOLearner runs {PPO_ALGORITHMS}, not {cfg.algorithm!r}')
+        if cfg.estimator.vector_c or cfg.estimator.permutation_quirk:
+            raise ValueError('mf_ppo supports neither estimator.vector_c nor estimator.permutation_quirk')
+        self.cfg, self.contract = cfg, contract
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.model = ActorCritic(contract.obs_dim, contract.act_dim, cfg.hidden, cfg.log_std_init)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.coef = est.Coefficient()
+        self.minibatch_rng = np.random.default_rng([seed, 11])  # HF/pair minibatch order: the same as plain PPO's
+        self.pool_rng = np.random.default_rng([seed, 13])  # pool slices: separate, so c = 0 stays plain PPO
+        self.version = 0
+
+    # ---- one iteration -------------------------------------------------------------------------------------
+    def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
+        t0 = time.perf_counter()
+        hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))
+        batch, metrics = self._batch(hifi, paired, pool)
+        if len(batch.hf) <= self.cfg.estimator.min_aligned_steps:
+            metrics.update(_SKIPPED)
+        else:
+            metrics.update(self._optimise(batch))
+        metrics.update(iteration=self.version, hf_segments=len(hifi), hf_steps=sum(len(e) for e in hifi),
+                       lf_steps=sum(len(e) for e in (*paired, *pool)), update_seconds=time.perf_counter() - t0,
+                       std=float(self.model.log_std.detach().exp().mean()))
+        self.version += 1
+        return metrics
+
+    def policy_gradient(self, hifi, paired=(), pool=(), first_minibatch: bool = False) -> tuple[torch.Tensor, dict]:
+        """The policy-gradient estimate at the current weights (every ratio is 1), flattened over actor parameters;
+        no step is taken and no state changes. Full batch by default; with `first_minibatch`, the minibatch (and pool
+        slice) the next update would start with. c comes from a copy of the running statistics."""
+        batch, metrics = self._batch(*([e for e in g if not e.aborted] for g in (hifi, paired, pool)))
+        if first_minibatch:
+            idx, pool_idx = self._epoch_minibatches(batch, copy.deepcopy(self.minibatch_rng),
+                                                    copy.deepcopy(self.pool_rng))[0]
+        else:
+            idx, pool_idx = torch.arange(len(batch.hf)), torch.arange(len(batch.pool))
+        policy_loss, info = self._policy_loss(batch, idx, pool_idx, copy.deepcopy(self.coef))
+        metrics.update(info)
+        actor = [p for n, p in self.model.named_parameters() if not n.startswith('vf.')]
+        grads = torch.autograd.grad(policy_loss, actor, allow_unused=True)
+        return -torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, actor)]), \
+            metrics
+
+    # ---- data ----------------------------------------------------------------------------------------------
+    def _batch(self, hifi, paired, pool) -> tuple[Batch, dict]:
+        e = self.cfg.estimator
+        if self.cfg.algorithm == 'ppo':
+            hf, empty = self._rollout(hifi), self._rollout([])
+            return Batch(hf, empty, empty, mf=False), {'n_pairs': 0, 'n_aligned': len(hf), 'n_pool': 0}
+        pairs = est.pair_segments(hifi, paired) if e.trim_pairs else []
+        cut = [min(len(h), len(l)) for h, l in pairs]
+        hf = self._rollout([h for h, _ in pairs], cut) if e.trim_pairs else self._rollout(hifi)
+        lf, mu = self._rollout([l for _, l in pairs], cut), self._rollout(pool)
+        if self.cfg.ppo.normalize_advantage and len(mu) > 1:
+            # one affine map for paired LF and pool alike, symmetric in all LF steps: the CV's two means stay equal
+            everything = torch.cat([lf.advantages, mu.advantages])
+            mean, std = everything.mean(), everything.std()
+            for part in (lf, mu):
+                part.advantages = (part.advantages - mean) / (std + 1e-8)
+        batch = Batch(hf, lf, mu, mf=bool(len(lf)) and bool(len(mu)))
+        return batch, {'n_pairs': len(pairs), 'n_aligned': len(hf), 'n_pool': len(mu)}
+
+    def _rollout(self, episodes: list[Episode], cut: list[int] | None = None) -> Rollout:
+        """Old log-probs, old values and GAE over whole segments, then each segment cut to its first cut[i] steps."""
+        if not episodes:
+            z = torch.zeros(0)
+            return Rollout(torch.zeros(0, self.contract.obs_dim), torch.zeros(0, self.contract.act_dim), z, z, z, z)
+        obs = torch.as_tensor(np.concatenate([e.obs for e in episodes]), dtype=torch.float32)
+        actions = torch.as_tensor(np.concatenate([e.actions for e in episodes]), dtype=torch.float32)
+        with torch.no_grad():
+            values, log_prob = self.model.value(obs), self.model.log_prob(obs, actions)
+        v = values.double().numpy()
+        p, start, keep, adv = self.cfg.ppo, 0, [], []
+        for e, n in zip(episodes, cut or [len(e) for e in episodes]):
+            adv.append(gae(e.rewards, v[start:start + len(e)], self.cfg.gamma, p.gae_lambda)[:n])
+            keep.append(np.arange(start, start + n))
+            start += len(e)
+        keep = torch.as_tensor(np.concatenate(keep))
+        advantages = torch.as_tensor(np.concatenate(adv), dtype=torch.float32)
+        return Rollout(obs[keep], actions[keep], log_prob[keep], values[keep], advantages, advantages + values[keep])
+
+    def _epoch_minibatches(self, batch: Batch, rng, pool_rng) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch's (pair indices, pool indices) per minibatch. HF step i and LF replay i share an index."""
+        n, size = len(batch.hf), max(1, self.cfg.ppo.minibatch_size)
+        order = rng.permutation(n)
+        chunks = [torch.as_tensor(order[i:i + size]) for i in range(0, n, size)]
+        m = len(batch.pool)
+        if not batch.mf:
+            return [(idx, torch.arange(0)) for idx in chunks]
+        per = self.cfg.ppo.pool_minibatch_size
+        if per <= 0:  # the pool split evenly: each pool step is used once per epoch
+            slices = np.array_split(pool_rng.permutation(m), len(chunks))
+        else:
+            perms = np.concatenate([pool_rng.permutation(m) for _ in range(-(-per * len(chunks) // m))])
+            slices = [perms[k * per:(k + 1) * per] for k in range(len(chunks))]
+        return [(idx, torch.as_tensor(s)) for idx, s in zip(chunks, slices)]
+
+    # ---- losses --------------------------------------------------------------------------------------------
+    def _surrogate(self, part: Rollout, idx: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step clipped surrogate min(r A, clip(r) A) and the ratio r = pi / pi_old."""
+        ratio = torch.exp(self.model.log_prob(part.obs[idx], part.actions[idx]) - part.old_log_prob[idx])
+        adv = part.advantages[idx]
+        if normalize and len(adv) > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        eps = self.cfg.ppo.clip_range
+        return torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv), ratio
+
+    def _policy_loss(self, batch: Batch, idx, pool_idx, coef: est.Coefficient) -> tuple[torch.Tensor, dict]:
+        p = self.cfg.ppo
+        x_h, ratio = self._surrogate(batch.hf, idx, p.normalize_advantage)
+        info = _ratio_stats(ratio, p.clip_range)
+        if not batch.mf:
+            return est.mf_policy_loss(x_h, x_h[:0], x_h[:0], 0.0), info
+        x_l, ratio_l = self._surrogate(batch.lf, idx, False)  # LF advantages were normalised per iteration
+        x_mu, _ = self._surrogate(batch.pool, pool_idx, False)
+        c, stats = self._coefficient(x_h.detach(), x_l.detach(), coef)
+        with torch.no_grad():
+            xh, xl = x_h.double(), x_l.double()
+            var_without = float(xh.var(unbiased=False))
+            var_with = float((xh + c * (xl - x_mu.double().mean())).var(unbiased=False)) if len(x_mu) else var_without
+        info.update(stats, c=c, lf_clip_fraction=_ratio_stats(ratio_l, p.clip_range)['clip_fraction'],
+                    var_without_cv=var_without, var_with_cv=var_with,
+                    var_ratio=var_with / var_without if var_without > 0 else 1.0)
+        return est.mf_policy_loss(x_h, x_l, x_mu, c), info
+
+    def _coefficient(self, x_h: torch.Tensor, x_l: torch.Tensor, coef: est.Coefficient) -> tuple[float, dict]:
+        """c from this minibatch's paired surrogates, with the REINFORCE learner's EMA / clamp / fixed_c rules."""
+        e = self.cfg.estimator
+        rho, s_h, s_l = est.pearson_stats(x_h.double().numpy(), x_l.double().numpy())
+        previous = coef.value()
+        if len(x_h) > 1:
+            coef.update(rho, s_h, s_l, e.ema_alpha)
+        if e.fixed_c is not None:
+            c = float(e.fixed_c)
+        else:
+            c = previous if e.c_from_previous else coef.value()
+            if e.clamp_negative_rho and rho < 0:
+                c = 0.0
+        return c, {'rho': rho, 'sigma_h': s_h, 'sigma_l': s_l, 'rho_ema': coef.rho}
+
+    def _value_loss(self, hf: Rollout, idx: torch.Tensor) -> torch.Tensor:
+        """Critic fit on HF steps only (as the authors' REINFORCE learner); optionally PPO2-style clipped."""
+        value, target = self.model.value(hf.obs[idx]), hf.returns[idx]
+        if not self.cfg.ppo.clip_value:
+            return torch.nn.functional.mse_loss(value, target)
+        r, old = self.cfg.ppo.value_clip_range, hf.old_value[idx]
+        clipped = old + torch.clamp(value - old, -r, r)
+        return torch.max((value - target) ** 2, (clipped - target) ** 2).mean()
+
+    # ---- the epochs ----------------------------------------------------------------------------------------
+    def _optimise(self, batch: Batch) -> dict:
+        p, log = self.cfg.ppo, collections.defaultdict(list)
+        epochs = 0
+        for _ in range(p.n_epochs):
+            epochs += 1
+            kl_before = len(log['approx_kl'])
+            for idx, pool_idx in self._epoch_minibatches(batch, self.minibatch_rng, self.pool_rng):
+                policy_loss, info = self._policy_loss(batch, idx, pool_idx, self.coef)
+                value_loss = self._value_loss(batch.hf, idx)
+                self.optimizer.zero_grad(set_to_none=True)
+                (policy_loss + self.cfg.vf_coef * value_loss).backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+                self.optimizer.step()
+                info.update(policy_loss=float(policy_loss.detach()), value_loss=float(value_loss.detach()),
+                            grad_norm=float(grad_norm))
+                for key, value in info.items():
+                    log[key].append(value)
+            if p.target_kl is not None and np.mean(log['approx_kl'][kl_before:]) > 1.5 * p.target_kl:
+                break
+        metrics = {**_SKIPPED, 'skipped': 0.0}
+        metrics.update({key: float(np.mean(values)) for key, values in log.items()})
+        metrics.update(n_updates=len(log['policy_loss']), epochs=epochs, c_last=log['c'][-1] if log['c'] else 0.0,
+                       approx_kl_last=log['approx_kl'][-1])
+        return metrics
+
+    # ---- checkpointing -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Same keys as Learner.state_dict (so core/checkpoint.py stores it); both RNG states under permutation_rng."""
+        return {'model': self.model.state_dict(), 'optimizer': self.optimizer.state_dict(),
+                'coefficient': self.coef.state(), 'version': self.version,
+                'permutation_rng': {'minibatch': self.minibatch_rng.bit_generator.state,
+                                    'pool': self.pool_rng.bit_generator.state}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state['model'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.coef.load(state['coefficient'])
+        self.version = int(state['version'])
+        self.minibatch_rng.bit_generator.state = state['permutation_rng']['minibatch']
+        self.pool_rng.bit_generator.state = state['permutation_rng']['pool']
+
+
+def _ratio_stats(ratio: torch.Tensor, clip_range: float) -> dict:
+    """Fraction of steps outside the clip range and the k3 estimate of KL(old || new), E[(r - 1) - log r]."""
+    with torch.no_grad():
+        if not len(ratio):
+            return {'clip_fraction': 0.0, 'approx_kl': 0.0}
+        return {'clip_fraction': float(((ratio - 1).abs() > clip_range).float().mean()),
+                'approx_kl': float(((ratio - 1) - ratio.log()).mean())}
+
+
+# every metric an iteration reports, at its value when the update is skipped (too few aligned HF steps)
+_SKIPPED = {'skipped': 1.0, 'policy_loss': float('nan'), 'value_loss': float('nan'), 'grad_norm': 0.0,
+            'clip_fraction': 0.0, 'lf_clip_fraction': 0.0, 'approx_kl': 0.0, 'approx_kl_last': 0.0,
+            'c': 0.0, 'c_last': 0.0, 'rho': 0.0, 'sigma_h': 0.0, 'sigma_l': 0.0, 'rho_ema': 0.0,
+            'var_without_cv': 0.0, 'var_with_cv': 0.0, 'var_ratio': 1.0, 'n_updates': 0, 'epochs': 0}
