@@ -9,10 +9,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mfpg_ros.core.algorithms import Learner
 from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.config import TrainConfig
 from mfpg_ros.core.episode import HIFI, LOFI_POOL, Episode
+from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
@@ -26,7 +26,7 @@ class Trainer:
         if hifi_task.contract != lofi_task.contract:
             raise ValueError('high- and low-fidelity tasks must share one contract')
         seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(cfg.seed).spawn(4)]
-        self.learner = Learner(cfg.algo, lofi_task.contract, cfg.seed)
+        self.learner = make_learner(cfg.algo, lofi_task.contract, cfg.seed)
         self.hifi = Engine(hifi_task, 1, seed=seeds[0], nthread=1)
         self.pool = Engine(lofi_task, cfg.algo.pool_envs, seed=seeds[1], nthread=nthread)
         self.replayer = Engine(lofi_task, 1, seed=seeds[2], nthread=nthread)
@@ -40,9 +40,9 @@ class Trainer:
         algo, version = self.cfg.algo, self.learner.version
         policy = NumpyPolicy(self.learner.model)
         hifi = self.hifi.collect(policy, algo.hf_steps_per_iter, version, HIFI)
-        paired = self.replayer.replay(policy, hifi, version) if algo.algorithm == 'mf_reinforce' else []
-        pool = [] if algo.algorithm == 'reinforce' else \
-            self.pool.collect(policy, algo.pool_steps_per_env, version, LOFI_POOL)
+        paired = self.replayer.replay(policy, hifi, version) if needs_paired(algo.algorithm) else []
+        pool = self.pool.collect(policy, algo.pool_steps_per_env, version, LOFI_POOL) \
+            if needs_pool(algo.algorithm) else []
         return hifi, paired, pool
 
     def iteration(self) -> dict:

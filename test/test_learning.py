@@ -28,3 +28,13 @@ def test_same_seed_gives_identical_weights():
     a.run(), b.run()
     for pa, pb in zip(a.learner.model.parameters(), b.learner.model.parameters()):
         assert (pa == pb).all()
+
+
+def test_mf_ppo_raises_cartpole_return():
+    trainer = _trainer(3, 50, algorithm='mf_ppo', lr=1e-3)
+    before = trainer.evaluate()
+    history = trainer.run()
+    after = trainer.evaluate()
+    print(f'MF-PPO deterministic eval return before {before:.1f} after {after:.1f}; '
+          f'c {history[-1]["c"]:+.2f} rho {history[-1]["rho"]:+.2f}')
+    assert after > 2.5 * before

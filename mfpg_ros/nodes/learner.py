@@ -14,11 +14,11 @@ import torch
 from rclpy.node import Node
 from std_msgs.msg import Float64, String, UInt8MultiArray
 
-from mfpg_ros.core.algorithms import Learner
 from mfpg_ros.core.bookkeeping import EpisodeReturns, IterationAssembler
 from mfpg_ros.core.checkpoint import save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episode, encode_weights
 from mfpg_ros.core.episode import HIFI
+from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
 from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, METRICS, WEIGHTS, \
     Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
 from mfpg_ros.nodes.params import declare_config
@@ -38,9 +38,9 @@ class LearnerNode(Node):
         task = make_task(cfg.task, cfg.lofi_variant)
         self.contract = task.contract
         algo = cfg.algo
-        self.learner = Learner(algo, self.contract, cfg.seed)
-        pool_steps = 0 if algo.algorithm == 'reinforce' else algo.pool_envs * algo.pool_steps_per_env
-        self.assembler = IterationAssembler(algo.hf_steps_per_iter, pool_steps, algo.algorithm == 'mf_reinforce')
+        self.learner = make_learner(algo, self.contract, cfg.seed)
+        pool_steps = algo.pool_envs * algo.pool_steps_per_env if needs_pool(algo.algorithm) else 0
+        self.assembler = IterationAssembler(algo.hf_steps_per_iter, pool_steps, needs_paired(algo.algorithm))
         self.returns = EpisodeReturns(task.max_episode_steps)
         self.recent = collections.deque(maxlen=10)
         self.hf_total = self.lofi_timeouts = 0

@@ -10,6 +10,7 @@ from std_msgs.msg import UInt8MultiArray
 
 from mfpg_ros.core.codec import CodecError, build_model, decode_episode, decode_weights, encode_episode
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
+from mfpg_ros.core.learners import needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, WEIGHTS, Diagnostics, \
     Rejections, bytes_msg, msg_bytes, run, signing_key
@@ -81,13 +82,13 @@ class LofiSim(Node):
             self.waiting.append(segment)
         elif segment.policy_version < self.version:
             self.stale += 1
-        elif self.algorithm == 'mf_reinforce' and not segment.aborted:
+        elif needs_paired(self.algorithm) and not segment.aborted:
             for replay in self.replayer.replay(self.policy, [segment], self.version):
                 self.publish(replay)
             self.replays += 1
 
     def run_pool(self) -> None:
-        if self.pool is None or self.algorithm == 'reinforce' or self.pool_done >= self.version:
+        if self.pool is None or not needs_pool(self.algorithm) or self.pool_done >= self.version:
             return
         version = self.version
         for segment in self.pool.collect(self.policy, self.steps_per_env, version, LOFI_POOL):
