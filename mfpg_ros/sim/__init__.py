@@ -1,0 +1,1 @@
+"""MuJoCo side: task registry (tasks, cartpole), fidelity variants, the vectorised LF engine; imports core, never nodes."""

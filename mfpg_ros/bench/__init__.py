@@ -1,0 +1,1 @@
+"""Benchmarks (wired as `mfpg bench ...`)."""

@@ -1,0 +1,288 @@
+"""Vectorised low-fidelity engine: many environments of one task in one process, batched policy inference.
+
+Physics runs on mujoco.batch.Batch: one state row per environment (bit-identical to one MjData each; rows carry
+the solver warm start, so trajectories equal Gymnasium's). The pool's environments are split into
+min(nthread, n_envs) lanes, each a single-threaded Batch driven by its own Python thread: MuJoCo releases the
+GIL while stepping, so one lane's policy/reward work overlaps the other lane's physics. Every environment has
+its own noise and reset streams, so results depend on the seed only, never on nthread. Policy means are
+computed row by row (a stacked matmul): an action depends only on its own observation, never on the batch
+size, so a replay reproduces a collected segment bit for bit. Replays and evaluation run on one Batch stepped
+by nthread threads.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from mujoco.batch import Batch, SimulationError
+
+from mfpg_ros.core.episode import LOFI_PAIRED, Episode
+from mfpg_ros.sim.tasks import Task
+
+
+def policy_mean(policy, obs: np.ndarray) -> np.ndarray:
+    """mu(obs) of a NumpyPolicy, each row computed exactly as a batch of one (batch-size invariant)."""
+    layers = getattr(policy, 'layers', None)
+    if layers is None:
+        return policy.mean(obs)
+    h, last = np.asarray(obs, dtype=np.float64)[:, None, :], len(layers) - 1
+    for i, (w, b) in enumerate(layers):
+        h = np.matmul(h, w)  # (B, 1, k) @ (k, m): one BLAS call per row, the same as NumpyPolicy at batch 1
+        h += b
+        if i < last:
+            np.tanh(h, out=h)
+    return h[:, 0, :]
+
+
+class Sims:
+    """n simulations of a task; reset/step by row ids; reports per-row instability after each step."""
+
+    def __init__(self, task: Task, n: int, nthread: int):
+        self.task, self.n = task, n
+        self.batch = Batch(task.model, nsim=n, nthread=max(1, min(nthread, n)))
+        self.batch.reset()
+        self._reset_row = self.batch.state[0].copy()  # mj_resetData's state: time 0, no warm start, ctrl 0
+        self.qpos, self.qvel, self.ctrl, self.time = (self.batch.bind(f) for f in ('qpos', 'qvel', 'ctrl', 'time'))
+        self.warnings = self.batch.warning[:, :, 1]  # live per-row counters
+        self.time_tolerance = 0.5 * task.model.opt.timestep
+
+    def reset(self, ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """As mj_resetData then set (qpos, qvel), per row; clears the rows' warning counters. (Writing the rows
+        directly is ~100x cheaper than Batch.reset.)"""
+        self.batch.state[ids] = self._reset_row
+        self.batch.warning[ids] = 0
+        self.qpos[ids] = qpos
+        self.qvel[ids] = qvel
+
+    def step(self, ctrl: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray | None:
+        """One control period for rows ids (None: all). Returns None if every row is fine, else a (len(ids),)
+        mask of the rows that diverged: MuJoCo warned (and silently reset the row), time did not advance by
+        dt, or the state is unusable (non-finite, absurd velocity)."""
+        rows = slice(None) if ids is None else ids
+        self.ctrl[rows] = ctrl
+        t_expected = self.time[rows] + self.task.dt
+        failed = None
+        try:
+            self.batch.step(ids, nstep=self.task.frame_skip)
+        except SimulationError as err:  # those rows kept their pre-step state
+            failed = np.isin(np.arange(self.n)[rows], err.ids)
+        qpos, qvel, time_error = self.qpos[rows], self.qvel[rows], np.abs(self.time[rows] - t_expected)
+        if (failed is None and time_error.max() < self.time_tolerance and not self.warnings.any()
+                and np.abs(qvel).max() <= self.task.max_abs_qvel and math.isfinite(qpos.sum())):
+            return None  # fast path: one check over all rows
+        bad = (self.warnings[rows].sum(axis=1) > 0) | (time_error >= self.time_tolerance)
+        bad |= self.task.diverged(qpos, qvel)
+        return bad if failed is None else bad | failed
+
+
+@dataclass
+class _Cut:
+    """Where one segment sits in the step buffers, and how it ended."""
+    env: int
+    start: int
+    end: int
+    qpos0: np.ndarray
+    qvel0: np.ndarray
+    start_step: int
+    terminated: bool = False
+    truncated: bool = False
+    aborted: bool = False
+
+
+class _Lane:
+    """A contiguous block of the pool's environments on its own single-threaded Sims. Lanes run concurrently
+    (MuJoCo releases the GIL while stepping), so one lane's Python work overlaps the other's physics."""
+
+    def __init__(self, engine: 'Engine', envs: np.ndarray):
+        self.engine, self.envs, self.first = engine, envs, int(envs[0])
+        self.sims = Sims(engine.task, len(envs), nthread=1)
+        self.steps = engine.steps[envs[0]:envs[-1] + 1]  # view: the engine's time-limit counters
+        self.sims.reset(np.arange(len(envs)), *self.reset_states(np.arange(len(envs))))
+
+    def reset_states(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One draw per env from its own stream, so results do not depend on how envs are split into lanes."""
+        draws = [self.engine.task.reset_state(self.engine.reset_rngs[self.first + r], 1) for r in rows]
+        return np.concatenate([q for q, _ in draws]), np.concatenate([v for _, v in draws])
+
+    def run(self, policy, steps: int, bufs: dict[str, np.ndarray]) -> list[_Cut]:
+        task, sims, n, first = self.engine.task, self.sims, len(self.envs), self.first
+        cols = slice(first, first + n)
+        open_cuts = [_Cut(first + r, 0, 0, sims.qpos[r].copy(), sims.qvel[r].copy(), int(self.steps[r]))
+                     for r in range(n)]
+        cuts, no_rows = [], np.zeros(n, dtype=bool)
+        for t in range(steps):
+            obs = task.observe(sims.qpos, sims.qvel)
+            eps = bufs['eps'][t, cols]
+            action = policy_mean(policy, obs) + policy.std * eps
+            clipped = task.clip_action(action)
+            qpos_before = sims.qpos.copy()
+            unstable = sims.step(clipped)
+            reward, terminated = task.outcome(qpos_before, sims.qpos, sims.qvel, clipped)
+            if unstable is None:
+                unstable = no_rows
+            else:  # garbage outcome: zero reward, no termination, the segment is aborted below
+                reward, terminated = np.where(unstable, 0.0, reward), terminated & ~unstable
+            self.steps += 1
+            bufs['obs'][t, cols], bufs['actions'][t, cols], bufs['rewards'][t, cols] = obs, action, reward
+            done = terminated | unstable | (self.steps >= task.max_episode_steps)
+            if done.any():
+                rows = np.flatnonzero(done)
+                qpos0, qvel0 = self.reset_states(rows)
+                sims.reset(rows, qpos0, qvel0)
+                self.steps[rows] = 0
+                for k, r in enumerate(rows):
+                    cut = open_cuts[r]
+                    cut.end, cut.terminated, cut.aborted = t + 1, bool(terminated[r]), bool(unstable[r])
+                    cut.truncated = not cut.terminated
+                    cuts.append(cut)
+                    open_cuts[r] = _Cut(first + r, t + 1, 0, qpos0[k], qvel0[k], 0)
+        for cut in open_cuts:
+            if cut.start < steps:
+                cut.end, cut.truncated = steps, True
+                cuts.append(cut)
+        return cuts
+
+
+class Engine:
+    """n_envs persistent environments of `task` (streams spawned from `seed`). Episodes continue across
+    collect() calls; segments are cut at episode ends and at each call's end (truncated)."""
+
+    def __init__(self, task: Task, n_envs: int, seed: int, nthread: int = 2):
+        self.task, self.n_envs, self.seed, self.nthread = task, n_envs, seed, max(1, nthread)
+        streams = np.random.SeedSequence(seed).spawn(2 * n_envs + 1)
+        self.noise_rngs = [np.random.default_rng(s) for s in streams[:n_envs]]
+        self.reset_rngs = [np.random.default_rng(s) for s in streams[n_envs:2 * n_envs]]
+        self.eval_rng = np.random.default_rng(streams[-1])
+        self.steps = np.zeros(n_envs, dtype=np.int64)  # time-limit counters
+        self.lanes = [_Lane(self, envs) for envs in np.array_split(np.arange(n_envs), min(self.nthread, n_envs))]
+        self._workers = ThreadPoolExecutor(len(self.lanes) - 1) if len(self.lanes) > 1 else None
+        self.unstable_count = 0
+        self._scratch: Sims | None = None
+        self._ids = itertools.count()
+
+    def lane_of(self, env: int) -> tuple[Sims, int]:
+        """(simulations, row) holding env: to inspect or edit its state."""
+        lane = next(lane for lane in self.lanes if lane.first <= env < lane.first + len(lane.envs))
+        return lane.sims, env - lane.first
+
+    def close(self) -> None:
+        if self._workers is not None:
+            self._workers.shutdown()
+
+    # --- independent rollouts (LF pool, in-process HF env) -----------------------------------------------
+    def collect(self, policy, steps_per_env: int, version: int, fidelity: str) -> list[Episode]:
+        bufs = self._buffers(steps_per_env, self.n_envs)
+        for i, rng in enumerate(self.noise_rngs):  # the whole call's noise, drawn up front per env
+            bufs['eps'][:, i] = rng.standard_normal((steps_per_env, self.task.contract.act_dim))
+        others = [self._workers.submit(lane.run, policy, steps_per_env, bufs) for lane in self.lanes[1:]]
+        cuts = self.lanes[0].run(policy, steps_per_env, bufs) + [c for job in others for c in job.result()]
+        return [self._episode(bufs, c, version, fidelity) for c in sorted(cuts, key=lambda c: (c.env, c.start))]
+
+    # --- paired replays (common random numbers) ----------------------------------------------------------
+    def replay(self, policy, hf_segments: list[Episode], version: int) -> list[Episode]:
+        """Replay each HF segment from its s0 and time-limit counter with its noise eps, on this engine's task.
+        A replay stops at the HF length, at LF termination or time limit, or on instability (aborted)."""
+        task, n = self.task, len(hf_segments)
+        if n == 0:
+            return []
+        for hf in hf_segments:
+            self._check_segment(hf)
+        sims = self._scratch_sims(n)
+        rows = np.arange(n)
+        sims.reset(rows, np.stack([hf.qpos0 for hf in hf_segments]), np.stack([hf.qvel0 for hf in hf_segments]))
+        lengths = np.array([len(hf) for hf in hf_segments])
+        steps = np.array([hf.start_step for hf in hf_segments], dtype=np.int64)
+        tape = np.zeros((lengths.max(), n, task.contract.act_dim))
+        for k, hf in enumerate(hf_segments):
+            tape[:len(hf), k] = hf.eps
+        bufs = self._buffers(lengths.max(), n)
+        cuts = [_Cut(k, 0, 0, hf.qpos0.copy(), hf.qvel0.copy(), hf.start_step) for k, hf in enumerate(hf_segments)]
+        active = rows[lengths > 0]
+        for t in range(lengths.max()):
+            if active.size == 0:
+                break
+            qpos, qvel = sims.qpos[active], sims.qvel[active]
+            obs = task.observe(qpos, qvel)
+            eps = tape[t, active]
+            action = policy_mean(policy, obs) + policy.std * eps
+            clipped = task.clip_action(action)
+            unstable = sims.step(clipped, active)
+            unstable = np.zeros(len(active), dtype=bool) if unstable is None else unstable
+            qpos_after, qvel_after = sims.qpos[active], sims.qvel[active]
+            reward, terminated = task.outcome(qpos, qpos_after, qvel_after, clipped)
+            terminated &= ~unstable
+            steps[active] += 1
+            self._record(bufs, t, active, obs, action, eps, np.where(unstable, 0.0, reward))
+            stop = terminated | unstable | (steps[active] >= task.max_episode_steps) | (t + 1 >= lengths[active])
+            for k in np.flatnonzero(stop):
+                cut = cuts[active[k]]
+                cut.end, cut.terminated, cut.aborted = t + 1, bool(terminated[k]), bool(unstable[k])
+                cut.truncated = not cut.terminated
+            active = active[~stop]
+        return [self._episode(bufs, cut, version, LOFI_PAIRED, pair_of=hf.episode_id)
+                for cut, hf in zip(cuts, hf_segments)]
+
+    # --- deterministic evaluation ------------------------------------------------------------------------
+    def evaluate(self, policy, n_episodes: int) -> np.ndarray:
+        """Returns of n_episodes with a = mu(s) from fresh resets; NaN for an episode that went unstable."""
+        task = self.task
+        sims = self._scratch_sims(n_episodes)
+        rows = np.arange(n_episodes)
+        sims.reset(rows, *task.reset_state(self.eval_rng, n_episodes))
+        returns = np.zeros(n_episodes)
+        active = rows
+        for _ in range(task.max_episode_steps):
+            qpos, qvel = sims.qpos[active], sims.qvel[active]
+            clipped = task.clip_action(policy_mean(policy, task.observe(qpos, qvel)))
+            unstable = sims.step(clipped, active)
+            unstable = np.zeros(len(active), dtype=bool) if unstable is None else unstable
+            qpos_after, qvel_after = sims.qpos[active], sims.qvel[active]
+            reward, terminated = task.outcome(qpos, qpos_after, qvel_after, clipped)
+            returns[active] += reward
+            returns[active[unstable]] = np.nan
+            self.unstable_count += int(unstable.sum())
+            active = active[~(unstable | terminated)]
+            if active.size == 0:
+                break
+        return returns
+
+    # --- helpers -----------------------------------------------------------------------------------------
+    def _scratch_sims(self, n: int) -> Sims:
+        if self._scratch is None or self._scratch.n < n:
+            self._scratch = Sims(self.task, n, self.nthread)
+        return self._scratch
+
+    def _buffers(self, steps: int, n: int) -> dict[str, np.ndarray]:
+        c = self.task.contract
+        return {'obs': np.zeros((steps, n, c.obs_dim), np.float32),
+                'actions': np.zeros((steps, n, c.act_dim), np.float32),
+                'eps': np.zeros((steps, n, c.act_dim)), 'rewards': np.zeros((steps, n))}
+
+    @staticmethod
+    def _record(bufs, t, rows, obs, action, eps, reward) -> None:
+        bufs['obs'][t, rows] = obs
+        bufs['actions'][t, rows] = action
+        bufs['eps'][t, rows] = eps
+        bufs['rewards'][t, rows] = reward
+
+    def _episode(self, bufs, cut: _Cut, version: int, fidelity: str, pair_of: str = '') -> Episode:
+        part = {k: np.ascontiguousarray(v[cut.start:cut.end, cut.env]) for k, v in bufs.items()}
+        extras = {'env': float(cut.env)}
+        if cut.aborted:
+            extras['unstable'] = 1.0
+            self.unstable_count += 1
+        return Episode(obs=part['obs'], actions=part['actions'], eps=part['eps'], rewards=part['rewards'],
+                       qpos0=np.array(cut.qpos0, dtype=np.float64), qvel0=np.array(cut.qvel0, dtype=np.float64),
+                       contract=self.task.contract, policy_version=version, fidelity=fidelity,
+                       start_step=cut.start_step, terminated=cut.terminated, truncated=cut.truncated,
+                       aborted=cut.aborted, seed=self.seed, episode_id=f'{fidelity}-{self.seed}-{next(self._ids)}',
+                       pair_of=pair_of, extras=extras)
+
+    def _check_segment(self, hf: Episode) -> None:
+        c = self.task.contract
+        if hf.qpos0.shape != (c.nq,) or hf.qvel0.shape != (c.nv,) or hf.eps.shape != (len(hf), c.act_dim):
+            raise ValueError(f'segment {hf.episode_id!r} does not match task {c.task!r} (nq={c.nq}, nv={c.nv}, '
+                             f'act_dim={c.act_dim})')
