@@ -2,6 +2,7 @@
 import os
 import xml.etree.ElementTree as ET
 
+import gymnasium
 import mujoco
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from mfpg_ros.core.episode import Episode
 from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
 from mfpg_ros.sim.cartpole import urdf_path
 from mfpg_ros.sim.engine import Engine, Sims
-from mfpg_ros.sim.gym_reference import make_gym_env
+
 from mfpg_ros.sim.tasks import make_task
 from mfpg_ros.sim.variants import PRESETS, apply_variant
 
@@ -31,7 +32,7 @@ def zero_mean_policy(task) -> NumpyPolicy:
 @pytest.mark.parametrize('name', GYM_TASKS)
 def test_gym_parity_bitwise(name):
     """Same start state (Gymnasium's own reset), same actions: identical obs, rewards, terminations."""
-    task, env = make_task(name), make_gym_env(name)
+    task, env = make_task(name), gymnasium.make(name)
     u = env.unwrapped
     assert task.frame_skip == u.frame_skip and task.dt == u.dt
     assert task.max_episode_steps == env.spec.max_episode_steps
@@ -62,7 +63,7 @@ def test_gym_parity_bitwise(name):
 @pytest.mark.parametrize('name', GYM_TASKS)
 def test_engine_replay_matches_gym(name):
     """The engine's own loop (replay with mu = 0, so action = eps) against Gymnasium stepped by hand."""
-    task, env = make_task(name), make_gym_env(name)
+    task, env = make_task(name), gymnasium.make(name)
     u = env.unwrapped
     env.reset(seed=5)
     eps = np.random.default_rng(1).normal(0.0, 0.5, (60, task.contract.act_dim))

@@ -20,7 +20,7 @@ import torch
 from mfpg_ros.core.episode import LOFI_POOL
 from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
 from mfpg_ros.sim.engine import Engine
-from mfpg_ros.sim.gym_reference import make_gym_env
+
 from mfpg_ros.sim.tasks import TASK_NAMES, make_task
 
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     roller = mujoco.rollout.Rollout(nthread=args.nthread)
     datas = [mujoco.MjData(task.model) for _ in range(max(1, args.nthread))]
     import gymnasium
-    envs = gymnasium.vector.SyncVectorEnv([lambda: make_gym_env(args.task) for _ in range(args.envs)])
+    envs = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make(args.task) for _ in range(args.envs)])
 
     best: dict[str, float] = {}
     for repeat in range(args.repeats):  # interleaved, so background load hits every figure alike

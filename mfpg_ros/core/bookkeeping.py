@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, LOFI_POOL, Episode
 
 
@@ -47,6 +49,16 @@ class IterationAssembler:
         elif episode.fidelity == LOFI_POOL:
             self.data.pool.append(episode)
 
+    def _verified(self, replay: Episode, hifi: list[Episode]) -> bool:
+        """A paired replay must start from its HF segment's s0 and replay exactly its noise."""
+        partner = next((h for h in hifi if h.episode_id == replay.pair_of), None)
+        ok = partner is not None and replay.start_step == partner.start_step and len(replay) <= len(partner) \
+            and np.array_equal(replay.qpos0, partner.qpos0) and np.array_equal(replay.qvel0, partner.qvel0) \
+            and np.array_equal(replay.eps, partner.eps[:len(replay)])
+        if not ok:
+            self.dropped['pairing mismatch' if partner is not None else 'replay without HF segment'] += 1
+        return ok
+
     def missing_pairs(self) -> set[str]:
         have = {e.pair_of for e in self.data.paired}
         return {e.episode_id for e in self.data.hifi} - have
@@ -62,8 +74,9 @@ class IterationAssembler:
         return self.hf_complete() and self.lofi_complete()
 
     def take(self) -> IterationData:
-        """Hand over this version's data and move on to the next version."""
+        """Hand over this version's data (pairs verified) and move on to the next version."""
         data, self.data = self.data, IterationData()
+        data.paired = [p for p in data.paired if self._verified(p, data.hifi)]
         self.version += 1
         waiting, self.future = self.future, []
         for episode in waiting:

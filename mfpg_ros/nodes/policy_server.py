@@ -1,7 +1,7 @@
 """policy_server: the high-fidelity side's actor and the only node that commands the robot (lifecycle node).
 
-Observation in (from hifi_interface) -> a = mu(s) + sigma * eps -> command gate (clamp, slew limit) -> the
-robot's forward command controller; the action, eps, command and policy version go back to hifi_interface so
+Observation in (from hifi_interface) -> a = mu(s) + sigma * eps -> command gate (clamp, slew limit, in action
+units) -> joint efforts (action x the task's effort per action unit) on the robot's forward command controller; the action, eps, command and policy version go back to hifi_interface so
 the episode can be paired with low-fidelity replays of the same noise.
 
 Lifecycle: configure (contract, weights subscription), activate (start commanding), deactivate (send the safe
@@ -53,7 +53,7 @@ class PolicyServer(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         p = self.params
         task = make_task(self.cfg.task)
-        self.contract = task.contract
+        self.contract, self.effort_per_action = task.contract, task.effort_per_action
         low, high = np.array(self.contract.action_low), np.array(self.contract.action_high)
         scale = float(p['command_scale'])  # a hardware profile may allow only part of the actuator range
         self.gate = CommandGate(low * scale, high * scale, max_delta=p['max_command_rate'] * task.dt,
@@ -145,8 +145,9 @@ class PolicyServer(LifecycleNode):
                                     f'{self.params["safe_command"]} command sent', throttle_duration_sec=1.0)
 
     def send(self, command: np.ndarray) -> None:
+        """Publish a command given in action units as joint efforts (N or N m), as ros2_control expects."""
         msg = Float64MultiArray()
-        msg.data = array.array('d', command)
+        msg.data = array.array('d', command * self.effort_per_action)
         self.command_pub.publish(msg)
 
     # ---- status --------------------------------------------------------------------------------------------

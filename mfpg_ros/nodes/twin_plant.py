@@ -51,12 +51,12 @@ class TwinPlant(Node):
                                f'{1 / self.task.dt:.0f} Hz, commands on {command_topic}')
 
     def on_command(self, msg: Float64MultiArray) -> None:
-        command = np.asarray(msg.data, dtype=np.float64)
+        command = np.asarray(msg.data, dtype=np.float64)  # joint efforts, N or N m
         if command.shape != self.command.shape or not np.isfinite(command).all():
             self.rejections(self.command_topic,
                             f'expected {self.command.size} finite efforts, got {list(command)[:8]}')
             return
-        self.command = command
+        self.command = command / self.task.effort_per_action  # joint efforts -> actuator control units
         if self.mode == 'lockstep':
             self.advance()
 

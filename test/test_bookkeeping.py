@@ -1,0 +1,62 @@
+"""Version bookkeeping: on-policy dropping, completion rules, pair verification."""
+import numpy as np
+
+from mfpg_ros.core.bookkeeping import EpisodeReturns, IterationAssembler
+from mfpg_ros.core.contract import Contract
+from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, LOFI_POOL, Episode
+
+CONTRACT = Contract('toy', ('x',), ('u',), (-1.0,), (1.0,), 50.0, 1, 1)
+
+
+def _ep(n, fidelity, version=0, eid='', pair_of='', eps=None, qpos0=0.0, start=0, terminated=False):
+    return Episode(obs=np.zeros((n, 1), np.float32), actions=np.zeros((n, 1), np.float32),
+                   eps=np.arange(n, dtype=np.float64)[:, None] if eps is None else eps, rewards=np.ones(n),
+                   qpos0=np.array([qpos0]), qvel0=np.zeros(1), contract=CONTRACT, policy_version=version,
+                   fidelity=fidelity, episode_id=eid, pair_of=pair_of, start_step=start, terminated=terminated)
+
+
+def test_iteration_completes_only_with_hf_budget_pairs_and_pool():
+    asm = IterationAssembler(hf_steps=10, pool_steps=20, need_paired=True)
+    asm.add(_ep(6, HIFI, eid='a'))
+    asm.add(_ep(4, HIFI, eid='b'))
+    assert asm.hf_complete() and not asm.ready()
+    asm.add(_ep(6, LOFI_PAIRED, pair_of='a'))
+    asm.add(_ep(3, LOFI_PAIRED, pair_of='b'))  # LF may terminate earlier: shorter is fine
+    assert asm.missing_pairs() == set() and not asm.ready()
+    asm.add(_ep(20, LOFI_POOL))
+    assert asm.ready()
+    asm.add(_ep(5, HIFI, eid='over'))
+    assert asm.dropped['hifi over budget'] == 1
+    data = asm.take()
+    assert len(data.hifi) == 2 and len(data.paired) == 2 and asm.version == 1
+
+
+def test_stale_dropped_future_kept_for_next_version():
+    asm = IterationAssembler(hf_steps=5, pool_steps=0, need_paired=False)
+    asm.add(_ep(5, HIFI, version=1, eid='future'))
+    asm.add(_ep(5, HIFI, version=0, eid='now'))
+    assert asm.ready()
+    asm.take()
+    assert asm.ready() and asm.data.hifi[0].episode_id == 'future'
+    asm.add(_ep(5, HIFI, version=0, eid='late'))
+    assert asm.dropped['stale hifi'] == 1
+
+
+def test_pairs_with_other_s0_or_noise_are_rejected():
+    asm = IterationAssembler(hf_steps=6, pool_steps=0, need_paired=True)
+    for eid in 'abc':
+        asm.add(_ep(2, HIFI, eid=eid))
+    asm.add(_ep(2, LOFI_PAIRED, pair_of='a'))
+    asm.add(_ep(2, LOFI_PAIRED, pair_of='b', qpos0=0.5))
+    asm.add(_ep(2, LOFI_PAIRED, pair_of='c', eps=np.array([[0.0], [9.0]])))
+    data = asm.take()
+    assert [p.pair_of for p in data.paired] == ['a']
+    assert asm.dropped['pairing mismatch'] == 2
+
+
+def test_episode_returns_stitch_segments():
+    ret = EpisodeReturns(max_episode_steps=10)
+    ret.add(_ep(4, HIFI))
+    ret.add(_ep(3, HIFI, start=4, terminated=True))
+    ret.add(_ep(10, HIFI))  # a whole episode to the time limit
+    assert ret.take() == [7.0, 10.0] and ret.take() == []
