@@ -1,0 +1,54 @@
+"""Train a policy with MFPG on real hardware, in Gazebo, or on the MuJoCo twin plant.
+
+    ros2 launch mfpg_ros train_real.launch.py hardware:=twin
+    ros2 launch mfpg_ros train_real.launch.py hardware:=real namespace:=robot1 run_dir:=/data/runs/r1
+
+The nodes, their parameters and remappings come from mfpg_ros.graph, the same spec `mfpg train` starts.
+Launch arguments are strings; typed values reach the nodes through graph.build_graph, never raw.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from mfpg_ros import graph
+
+
+def gazebo_hook(context, namespace):
+    """Hook for hardware:=gazebo: the actions that start Gazebo with the cart-pole (gz_sim with urdf/cartpole.urdf,
+    ros_gz_bridge for /clock, controller spawners for joint_state_broadcaster and effort_controller, and a Trigger
+    'reset' adapter). Not part of this package yet: start Gazebo yourself, then this graph connects to it."""
+    return [LogInfo(msg='hardware:=gazebo: expecting a running Gazebo with gz_ros2_control '
+                        '(joint_states, effort_controller/commands, reset); see config/hardware/gazebo.yaml')]
+
+
+def nodes_from_graph(context):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context).strip()
+
+    hardware, namespace = arg('hardware'), arg('namespace')
+    overrides = {'task': arg('task')} if arg('task') else {}
+    specs = graph.build_graph(hardware=hardware, namespace=namespace, config=arg('config') or None,
+                              run_dir=arg('run_dir') or None, overrides=overrides)
+    actions = gazebo_hook(context, namespace) if hardware == 'gazebo' else []
+    for spec in specs:
+        actions.append(Node(
+            package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
+            parameters=[*spec.params_files, spec.overrides], remappings=list(spec.remappings), output='screen',
+            emulate_tty=True, on_exit=Shutdown(reason=f'{spec.name} exited') if spec.required else None))
+    run_dir = next(s.overrides['run_dir'] for s in specs if s.name == 'learner')
+    return [LogInfo(msg=f'mfpg_ros: {hardware} graph, run folder {run_dir}'), *actions]
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument('hardware', default_value='twin', choices=list(graph.HARDWARE),
+                              description='twin: MuJoCo twin plant; gazebo: Gazebo (gz_ros2_control); real: robot'),
+        DeclareLaunchArgument('task', default_value='', description='task name (default: the config file)'),
+        DeclareLaunchArgument('config', default_value=graph.share_file('config', 'train.yaml'),
+                              description='training params file'),
+        DeclareLaunchArgument('namespace', default_value='', description='namespace of the whole graph'),
+        DeclareLaunchArgument('run_dir', default_value='',
+                              description='run folder for checkpoints and metrics.csv (default runs/<timestamp>)'),
+        OpaqueFunction(function=nodes_from_graph),
+    ])

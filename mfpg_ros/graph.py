@@ -1,0 +1,198 @@
+"""The node graph as data: which nodes run, with which parameters and remappings, for each hardware profile.
+
+launch/train_real.launch.py and the embedded runner (`mfpg train`) both build their processes from `build_graph`,
+so `ros2 launch` and `mfpg train` always start the same graph. ROS-free (no rclpy import).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mfpg_ros.core.config import TrainConfig
+
+PACKAGE = 'mfpg_ros'
+HARDWARE = ('twin', 'gazebo', 'real')
+TRAINING_NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface')
+PLANT_NODES = {'twin': ('twin_plant',), 'gazebo': (), 'real': ()}  # gazebo: see gazebo_hook in the launch file
+PROFILE_NODES = ('hifi_interface', 'twin_plant')  # the nodes that read config/hardware/<hardware>.yaml
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One process of the graph, as `ros2 launch` (launch_ros Node) or the runner starts it."""
+
+    name: str  # node name (-r __node:=)
+    executable: str  # console script of this package (or an absolute path)
+    namespace: str = ''  # without leading slash; '' is the root namespace
+    params_files: tuple[str, ...] = ()  # ROS params files, in order
+    overrides: dict = field(default_factory=dict)  # typed parameter values, applied after the files
+    remappings: tuple[tuple[str, str], ...] = ()
+    required: bool = True  # its exit ends the whole graph
+
+    @property
+    def fully_qualified_name(self) -> str:
+        return f'/{self.namespace}/{self.name}' if self.namespace else f'/{self.name}'
+
+    def ros_args(self) -> list[str]:
+        """The `--ros-args ...` part of the command line (equivalent to what launch_ros builds for this Node)."""
+        args = ['--ros-args', '-r', f'__node:={self.name}']
+        if self.namespace:
+            args += ['-r', f'__ns:=/{self.namespace}']
+        for path in self.params_files:
+            args += ['--params-file', str(path)]
+        for key, value in self.overrides.items():
+            args += ['-p', f'{key}:={param_literal(value)}']
+        for src, dst in self.remappings:
+            args += ['-r', f'{src}:={dst}']
+        return args
+
+
+def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.PathLike | None = None,
+                run_dir: str | os.PathLike | None = None, overrides: dict | None = None,
+                node_params: dict[str, dict] | None = None, remappings=(), lofi_workers: int = 1,
+                lofi_nthread: int = 2) -> list[NodeSpec]:
+    """The node specs for one robot.
+
+    hardware: twin | gazebo | real (selects config/hardware/<hardware>.yaml; twin adds the twin_plant node).
+    config: the training params file (default: the package's config/train.yaml).
+    overrides: training-config values by dotted name (e.g. {'algo.lr': 1e-3}), typed against TrainConfig.
+    node_params: extra parameters per node name (e.g. {'learner': {'checkpoint_every': 10}}); 'lofi_sim' applies
+        to every lofi worker.
+    remappings: (from, to) pairs applied to every node.
+    """
+    if hardware not in HARDWARE:
+        raise ValueError(f'hardware must be one of {HARDWARE}, got {hardware!r}')
+    if lofi_workers < 1:
+        raise ValueError('lofi_workers must be >= 1')
+    namespace = namespace.strip('/')
+    config = str(Path(config).resolve()) if config else share_file('config', 'train.yaml')
+    run_dir = str(Path(run_dir or default_run_dir()).resolve())
+    profile = share_file('config', 'hardware', f'{hardware}.yaml')
+    training = {key: config_value(key, value) for key, value in (overrides or {}).items()}
+    node_params = node_params or {}
+    unknown = set(node_params) - set(TRAINING_NODES) - set(PLANT_NODES[hardware])
+    if unknown:
+        raise ValueError(f'node_params for unknown nodes {sorted(unknown)}')
+
+    per_node = {
+        'learner': [('learner', {'run_dir': run_dir})],
+        'policy_server': [('policy_server', {})],
+        'lofi_sim': [('lofi_sim' if lofi_workers == 1 else f'lofi_sim_{i}',
+                      {'worker_index': i, 'num_workers': lofi_workers, 'nthread': lofi_nthread})
+                     for i in range(lofi_workers)],
+        'hifi_interface': [('hifi_interface', {})],
+        'twin_plant': [('twin_plant', {})],
+    }
+    specs = []
+    for executable in TRAINING_NODES + PLANT_NODES[hardware]:
+        files = (config, profile) if executable in PROFILE_NODES else (config,)
+        for name, own in per_node[executable]:
+            specs.append(NodeSpec(name=name, executable=executable, namespace=namespace, params_files=files,
+                                  overrides={**training, **own, **node_params.get(executable, {})},
+                                  remappings=tuple(tuple(r) for r in remappings)))
+    return specs
+
+
+# --- files ---------------------------------------------------------------------------------------------------------
+def share_dir() -> Path:
+    """The package's share directory: the source checkout when running from one, else the ament index."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / 'package.xml').is_file() and (checkout / 'config' / 'train.yaml').is_file():
+        return checkout
+    from ament_index_python.packages import get_package_share_directory  # installed (colcon or pip)
+    return Path(get_package_share_directory(PACKAGE))
+
+
+def share_file(*parts: str) -> str:
+    path = share_dir().joinpath(*parts)
+    if not path.is_file():
+        raise FileNotFoundError(f'{PACKAGE} share file {path} does not exist')
+    return str(path)
+
+
+def default_run_dir() -> str:
+    return os.path.join('runs', time.strftime('%Y%m%d-%H%M%S'))
+
+
+# --- typed parameter values ----------------------------------------------------------------------------------------
+def config_fields(cls=TrainConfig, prefix: str = '') -> dict[str, tuple[object, object]]:
+    """Every TrainConfig leaf by dotted name: (default, type hint)."""
+    hints, out = typing.get_type_hints(cls), {}
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            out.update(config_fields(type(default), f'{prefix}{f.name}.'))
+        else:
+            out[f'{prefix}{f.name}'] = (default, hints[f.name])
+    return out
+
+
+def config_value(key: str, value):
+    """`value` (typed, or a command-line string) as the ROS parameter type TrainConfig's `key` declares.
+
+    ROS rejects an int for a double parameter, and parameters cannot be None ('' and NaN stand in for it)."""
+    fields = config_fields()
+    if key not in fields:
+        raise ValueError(f'unknown training config key {key!r}; valid: {", ".join(sorted(fields))}')
+    hint = fields[key][1]
+    if typing.get_origin(hint) is tuple:
+        value = yaml.safe_load(value) if isinstance(value, str) else value
+        return [int(v) for v in value]
+    kinds = typing.get_args(hint) or (hint,)
+    if isinstance(value, str) and str not in kinds:
+        value = yaml.safe_load(value)
+    if value is None:
+        return math.nan if float in kinds else ''
+    if isinstance(value, dict):
+        raise ValueError(f'{key}: a dict cannot be a ROS parameter; name a preset instead')
+    if bool in kinds:
+        if not isinstance(value, bool):
+            raise ValueError(f'{key} must be true or false, got {value!r}')
+        return value
+    if float in kinds:
+        return float(value)
+    if int in kinds:
+        if isinstance(value, bool) or float(value) != int(value):
+            raise ValueError(f'{key} must be an integer, got {value!r}')
+        return int(value)
+    return str(value)
+
+
+def param_literal(value) -> str:
+    """A typed value as the YAML text of `-p name:=value` (strings quoted, so '1' stays a string)."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, float):
+        if math.isnan(value):
+            return '.nan'
+        if math.isinf(value):
+            return '.inf' if value > 0 else '-.inf'
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return '[' + ', '.join(param_literal(v) for v in value) + ']'
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(str(value))
+
+
+def params_file_text(cfg: TrainConfig) -> str:
+    """The full training config as a ROS params file (`/**: ros__parameters`) that `load_config` reads back."""
+    params: dict = {}
+    for key in config_fields():
+        value = cfg
+        for part in key.split('.'):
+            value = getattr(value, part)
+        node = params
+        *path, leaf = key.split('.')
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = config_value(key, value)
+    return yaml.safe_dump({'/**': {'ros__parameters': params}}, sort_keys=False)

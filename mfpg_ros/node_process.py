@@ -1,0 +1,87 @@
+"""One node as a child process: own session, own log file, SIGINT -> SIGKILL shutdown, always reaped."""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class NodeProcess:
+    def __init__(self, name: str, argv: list[str], env: dict, log_path: str | os.PathLike):
+        self.name, self.argv, self.env, self.log_path = name, list(argv), env, Path(log_path)
+        self.proc: subprocess.Popen | None = None
+        self.killed = False  # needed SIGKILL (may leak Fast DDS shared memory)
+
+    def start(self) -> 'NodeProcess':
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, 'w') as log:
+            log.write(f'$ {shlex.join(self.argv)}\n')
+            log.flush()
+            # Own session: a terminal Ctrl-C reaches only the parent, which then stops each node exactly once.
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def interrupt(self) -> None:
+        self._signal(signal.SIGINT)
+
+    def _signal(self, sig: int) -> None:
+        if self.proc.returncode is not None:
+            return  # reaped: its id may belong to someone else by now
+        try:
+            os.killpg(self.proc.pid, sig)  # the group: grandchildren too
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT, wait up to `timeout`, then SIGKILL; always reaps. Returns the exit code."""
+        if self.proc.poll() is None:
+            self.interrupt()
+        return self.wait_or_kill(time.monotonic() + timeout)
+
+    def wait_or_kill(self, deadline: float) -> int:
+        try:
+            return self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.killed = True
+            self._signal(signal.SIGKILL)
+            return self.proc.wait()
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors='replace').splitlines()
+        except OSError:
+            return ''
+        return '\n'.join(text[-lines:])
+
+
+def stop_all(processes: list[NodeProcess], timeout: float = 10.0) -> dict[str, int]:
+    """Interrupt every running process at once, then wait on a shared deadline (SIGKILL stragglers)."""
+    started = [p for p in processes if p.proc is not None]
+    for p in started:
+        if p.poll() is None:
+            p.interrupt()
+    deadline = time.monotonic() + timeout
+    codes = {p.name: p.wait_or_kill(deadline) for p in started}
+    if any(p.killed for p in started):
+        clean_fastdds_shm()
+    return codes
+
+
+def clean_fastdds_shm() -> None:
+    """Remove the shared-memory files of Fast DDS participants that died without cleaning up (SIGKILL)."""
+    tool = Path(sys.prefix) / 'tools' / 'fastdds' / 'fastdds.py'
+    if tool.is_file():
+        subprocess.run([sys.executable, str(tool), 'shm', 'clean'], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60, check=False)
