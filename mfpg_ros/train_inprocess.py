@@ -28,9 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--config', default=None, help='training YAML (default: the package config/train.yaml)')
     parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='overrides, e.g. algo.lr=1e-3')
     parser.add_argument('--json', action='store_true', help='print one JSON line per iteration')
+    parser.add_argument('--resume', metavar='CKPT', help='continue from a checkpoint (its config; --iterations may '
+                        'raise the total)')
+    parser.add_argument('--iterations', type=int, help='total iterations (overrides the config)')
+    parser.add_argument('--save', metavar='CKPT', help='write a checkpoint here every --save-every iterations and at '
+                        'the end')
+    parser.add_argument('--save-every', type=int, default=10)
     args = parser.parse_args(argv)
-    cfg = load_config(args.config or share_file("config", "train.yaml"), **parse_overrides(args.set))
-    trainer = Trainer(cfg)
+    total = {} if args.iterations is None else {'iterations': args.iterations}
+    if args.resume:
+        trainer = Trainer.resume(args.resume, **total)
+    else:
+        cfg = load_config(args.config or share_file("config", "train.yaml"), **parse_overrides(args.set), **total)
+        trainer = Trainer(cfg)
 
     def show(m: dict) -> None:
         if args.json:
@@ -41,5 +51,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"iter {m['iteration']:4d} hf_steps {m['hf_total_steps']}{ret} c {m.get('c', 0):+.2f} "
                   f"rho {m.get('rho', 0):+.2f} {m['iteration_seconds'] * 1e3:.0f} ms{ev}", flush=True)
 
-    trainer.run(show)
+    def save(m: dict) -> None:
+        show(m)
+        if args.save and trainer.learner.version % args.save_every == 0:
+            trainer.save(args.save)
+
+    trainer.run(save)
+    if args.save:
+        print(f'checkpoint: {trainer.save(args.save)} (version {trainer.learner.version})', flush=True)
     return 0

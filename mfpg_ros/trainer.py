@@ -1,21 +1,31 @@
 """In-process trainer: the whole MF-REINFORCE loop without ROS (the fast path for benchmarks, and the
-reference the node graph must agree with). The HF plant is a MuJoCo variant standing in for the robot."""
+reference the node graph must agree with). The HF plant is a MuJoCo variant standing in for the robot.
+
+save()/resume() checkpoint everything the next iterations depend on (learner, every engine's physics rows and RNG
+streams, episode-return bookkeeping, the config), so a resumed run continues bit for bit."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from mfpg_ros.core.bookkeeping import EpisodeReturns
-from mfpg_ros.core.config import TrainConfig
+from mfpg_ros.core.checkpoint import load_arrays, load_checkpoint, read_extra, save_checkpoint
+from mfpg_ros.core.config import TrainConfig, load_config
 from mfpg_ros.core.episode import HIFI, LOFI_POOL, Episode
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
+
+
+ENGINES = ('hifi', 'pool', 'replayer', 'evaluator')
+RUN_CONTROL = ('iterations', 'eval_every', 'eval_episodes', 'target_return')  # may differ on resume
 
 
 class Trainer:
@@ -68,11 +78,13 @@ class Trainer:
     def evaluate(self) -> float:
         return float(np.mean(self.evaluator.evaluate(NumpyPolicy(self.learner.model), self.cfg.eval_episodes)))
 
-    def run(self, on_metrics: Callable[[dict], None] | None = None) -> list[dict]:
+    def run(self, on_metrics: Callable[[dict], None] | None = None, iterations: int | None = None) -> list[dict]:
+        """Iterate until cfg.iterations versions exist (or solved); `iterations` caps this call's iterations."""
         history = []
-        for i in range(self.cfg.iterations):
+        while self.learner.version < self.cfg.iterations and (iterations is None or len(history) < iterations):
             metrics = self.iteration()
-            if self.cfg.eval_every and ((i + 1) % self.cfg.eval_every == 0 or i + 1 == self.cfg.iterations):
+            done = self.learner.version
+            if self.cfg.eval_every and (done % self.cfg.eval_every == 0 or done == self.cfg.iterations):
                 metrics['eval_return'] = self.evaluate()
             history.append(metrics)
             if on_metrics:
@@ -80,3 +92,46 @@ class Trainer:
             if self.solved(metrics):
                 break
         return history
+
+    # ---- checkpoint and resume -----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file: learner state, engine states, bookkeeping and the config (atomic write)."""
+        arrays, engines = {}, {}
+        for name in ENGINES:
+            engine_arrays, engines[name] = getattr(self, name).get_state()
+            arrays.update({f'{name}.{k}': v for k, v in engine_arrays.items()})
+        bookkeeping = {'hf_steps': self.hf_steps, 'recent': list(self.recent),
+                       'returns_running': self.returns.running, 'returns_finished': self.returns.finished}
+        return save_checkpoint(self.learner, path, arrays=arrays,
+                               extra={'config': self.cfg.to_dict(), 'trainer': bookkeeping, 'engines': engines})
+
+    def restore(self, path: str | Path) -> None:
+        """Load a checkpoint of a trainer with the same config (run-control fields such as iterations may differ)."""
+        extra = read_extra(path)
+        saved = load_config(extra['config'])
+        differing = [f.name for f in dataclasses.fields(TrainConfig)
+                     if f.name not in RUN_CONTROL and getattr(saved, f.name) != getattr(self.cfg, f.name)]
+        if differing:
+            raise ValueError(f'{path} was saved under another config (differs in {", ".join(differing)})')
+        load_checkpoint(self.learner, path)
+        arrays = load_arrays(path)
+        for name in ENGINES:
+            prefix = f'{name}.'
+            getattr(self, name).set_state({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)},
+                                          extra['engines'][name])
+        book = extra['trainer']
+        self.hf_steps, self.returns.running = book['hf_steps'], book['returns_running']
+        self.returns.finished = list(book['returns_finished'])
+        self.recent.clear()
+        self.recent.extend(book['recent'])
+
+    @classmethod
+    def resume(cls, path: str | Path, nthread: int = 2, **run_control) -> 'Trainer':
+        """A trainer rebuilt from a checkpoint's config and state; run_control overrides e.g. iterations=500."""
+        unknown = set(run_control) - set(RUN_CONTROL)
+        if unknown:
+            raise ValueError(f'only {RUN_CONTROL} can change on resume, not {sorted(unknown)}')
+        cfg = load_config(read_extra(path)['config'])
+        trainer = cls(dataclasses.replace(cfg, **run_control), nthread)
+        trainer.restore(path)
+        return trainer

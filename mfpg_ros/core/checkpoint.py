@@ -1,11 +1,16 @@
-"""Learner checkpoints: one safetensors file (tensors) + JSON metadata (everything else), written atomically."""
+"""Checkpoints: one safetensors file (tensors) + JSON metadata (everything else), written atomically.
+
+The learner part (policy, value net, optimiser, coefficient statistics, version, RNG) is always there; callers add
+their own numeric arrays (`arrays`, e.g. simulator states) and JSON (`extra`, e.g. the config and RNG streams)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save
@@ -14,16 +19,21 @@ from mfpg_ros.core.algorithms import Learner
 
 FORMAT = 'mfpg_checkpoint'
 FORMAT_VERSION = '1'
+ARRAY_PREFIX = 'array.'
 
 
-def save_checkpoint(learner: Learner, path: str | Path, extra: dict | None = None) -> Path:
-    """Policy, value net, optimiser moments, c statistics, version, RNG state, and `extra` (e.g. the config)."""
+def save_checkpoint(learner: Learner, path: str | Path, extra: dict | None = None,
+                    arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """Policy, value net, optimiser moments, c statistics, version, RNG state, `extra` (JSON, e.g. the config) and
+    `arrays` (read back with load_arrays)."""
     state = learner.state_dict()
     tensors = {f'model.{k}': v.detach().contiguous() for k, v in state['model'].items()}
     optim = state['optimizer']
     for pid, slots in optim['state'].items():
         for name, value in slots.items():
             tensors[f'optim.{pid}.{name}'] = torch.as_tensor(value).detach().clone().contiguous()
+    for name, value in (arrays or {}).items():
+        tensors[ARRAY_PREFIX + name] = torch.from_numpy(np.ascontiguousarray(value))
     meta = {'format': FORMAT, 'format_version': FORMAT_VERSION,
             'param_groups': json.dumps(optim['param_groups']),
             'coefficient': json.dumps(state['coefficient']), 'version': str(state['version']),
@@ -31,22 +41,42 @@ def save_checkpoint(learner: Learner, path: str | Path, extra: dict | None = Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.tmp-', suffix='.safetensors')
-    with os.fdopen(fd, 'wb') as f:
-        f.write(save(tensors, metadata=meta))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(save(tensors, metadata=meta))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # readers see the old file or the new one, never a partial one
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return path
 
 
-def load_checkpoint(learner: Learner, path: str | Path) -> dict:
-    """Restore `learner` in place; returns the `extra` dict saved with it."""
+def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     with safe_open(str(path), framework='pt') as f:
         meta = f.metadata() or {}
         if meta.get('format') != FORMAT or meta.get('format_version') != FORMAT_VERSION:
             raise ValueError(f'{path}: not an {FORMAT} v{FORMAT_VERSION} file (metadata {meta.get("format")!r} '
                              f'v{meta.get("format_version")!r})')
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return {k: f.get_tensor(k) for k in f.keys()}, meta
+
+
+def read_extra(path: str | Path) -> dict:
+    """The `extra` dict of a checkpoint, without touching a learner."""
+    return json.loads(_read(path)[1]['extra'])
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """The `arrays` saved with a checkpoint."""
+    tensors, _ = _read(path)
+    return {k[len(ARRAY_PREFIX):]: v.numpy() for k, v in tensors.items() if k.startswith(ARRAY_PREFIX)}
+
+
+def load_checkpoint(learner: Learner, path: str | Path) -> dict:
+    """Restore `learner` in place; returns the `extra` dict saved with it."""
+    tensors, meta = _read(path)
     model = {k[len('model.'):]: v for k, v in tensors.items() if k.startswith('model.')}
     optim_state: dict = {}
     for key, value in tensors.items():

@@ -172,6 +172,36 @@ class Engine:
         if self._workers is not None:
             self._workers.shutdown()
 
+    # --- checkpointing -----------------------------------------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, JSON-able info): everything later calls depend on. Physics rows are MuJoCo's integration state
+        (qpos, qvel, act, warm start, time, ...) in env order, so the state also loads under another nthread."""
+        next_id = next(self._ids)
+        self._ids = itertools.count(next_id)  # peeked, not consumed
+        arrays = {'physics': np.concatenate([lane.sims.batch.state for lane in self.lanes]),
+                  'warnings': np.concatenate([lane.sims.batch.warning for lane in self.lanes]),
+                  'steps': self.steps.copy()}
+        info = {'n_envs': self.n_envs, 'seed': self.seed, 'next_id': next_id, 'unstable_count': self.unstable_count,
+                'noise_rngs': [g.bit_generator.state for g in self.noise_rngs],
+                'reset_rngs': [g.bit_generator.state for g in self.reset_rngs],
+                'eval_rng': self.eval_rng.bit_generator.state}
+        return arrays, info
+
+    def set_state(self, arrays: dict[str, np.ndarray], info: dict) -> None:
+        """Restore what get_state returned (from an engine of the same task, n_envs and seed)."""
+        if (info['n_envs'], info['seed']) != (self.n_envs, self.seed):
+            raise ValueError(f'engine state of n_envs={info["n_envs"]} seed={info["seed"]} does not fit '
+                             f'n_envs={self.n_envs} seed={self.seed}')
+        for lane in self.lanes:
+            rows = slice(lane.first, lane.first + len(lane.envs))
+            lane.sims.batch.state[:] = arrays['physics'][rows]  # shape mismatch (another task) raises here
+            lane.sims.batch.warning[:] = arrays['warnings'][rows]
+        self.steps[:] = arrays['steps']  # in place: the lanes hold views of it
+        for g, state in zip([*self.noise_rngs, *self.reset_rngs, self.eval_rng],
+                            [*info['noise_rngs'], *info['reset_rngs'], info['eval_rng']]):
+            g.bit_generator.state = state
+        self._ids, self.unstable_count = itertools.count(info['next_id']), info['unstable_count']
+
     # --- independent rollouts (LF pool, in-process HF env) -----------------------------------------------
     def collect(self, policy, steps_per_env: int, version: int, fidelity: str) -> list[Episode]:
         bufs = self._buffers(steps_per_env, self.n_envs)
