@@ -3,7 +3,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = 'mfpg_ros'
-NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant')
+NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant', 'bag_recorder')
 
 setup(
     name=PACKAGE,
