@@ -11,8 +11,8 @@ from mfpg_ros.core.codec import decode_episode, decode_weights, encode_episode, 
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
 from mfpg_ros.diagnostics_feed import DiagnosticsFeed
-from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, HISTORY, LATCHED, LOFI_EPISODES, WEIGHTS, bytes_msg, \
-    msg_bytes
+from mfpg_ros.nodes.bag_recorder import RECORDED, SUMMARY
+from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, WEIGHTS, bytes_msg, msg_bytes
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
 
@@ -46,7 +46,7 @@ def test_recorder_writes_what_was_sent(spawn, probe, tmp_path):
         pub = probe.publish(topic, bytes_msg(payloads[0]), qos)
         for payload in payloads[1:]:
             pub.publish(bytes_msg(payload))
-    probe.publish('metrics/summary', String(data=sent['/metrics/summary'][0]), HISTORY)
+    probe.publish(SUMMARY, String(data=sent['/metrics/summary'][0]), RECORDED[SUMMARY][1])
 
     diagnostics = DiagnosticsFeed(probe)
     expected = {f'recorded {t}': len(p) for t, p in sent.items()}
