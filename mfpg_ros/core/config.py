@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-ALGORITHMS = ('mf_reinforce', 'reinforce', 'lf_reinforce', 'mf_ppo', 'ppo')
+ALGORITHMS = ('mf_reinforce', 'reinforce', 'lf_reinforce', 'mf_ppo', 'ppo', 'darc', 'par')
 
 
 @dataclass
@@ -48,6 +48,22 @@ class PPOConfig:
 
 
 @dataclass
+class OffDynamicsConfig:
+    """DARC / PAR baselines (core/baselines.py; paper notes §3.3): how LF rewards are corrected from HF data."""
+
+    beta: float = 1.0  # scale of the LF reward correction (DARC: 1.0; PAR: 0.5 hopper, 0.1 walker, 1.0 cheetah)
+    hidden: int = 256  # width of the classifier / encoder layers
+    latent_dim: int = 256  # PAR latent size
+    input_noise: float = 0.5  # DARC: Gaussian noise std added to classifier inputs while training
+    lr: float = 3e-4
+    batch_size: int = 128  # transitions drawn from each replay buffer per training step
+    updates_per_iter: int = 1  # classifier / encoder steps per learner iteration
+    warmup_hf_steps: int = 2000  # no correction (and no training) before this many HF steps were seen
+    buffer_size: int = 1_000_000  # transitions kept per fidelity
+    tau: float = 0.005  # PAR: Polyak rate of the target encoder
+
+
+@dataclass
 class AlgoConfig:
     algorithm: str = 'mf_reinforce'
     lr: float = 7e-4
@@ -62,6 +78,7 @@ class AlgoConfig:
     pool_steps_per_env: int = 1000
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    offdyn: OffDynamicsConfig = field(default_factory=OffDynamicsConfig)
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
@@ -71,6 +88,8 @@ class AlgoConfig:
             self.estimator = _build(EstimatorConfig, self.estimator, 'estimator')
         if isinstance(self.ppo, dict):
             self.ppo = _build(PPOConfig, self.ppo, 'ppo')
+        if isinstance(self.offdyn, dict):
+            self.offdyn = _build(OffDynamicsConfig, self.offdyn, 'offdyn')
 
 
 @dataclass

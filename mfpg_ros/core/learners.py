@@ -1,7 +1,9 @@
-"""Pick the learner class for an algorithm name: REINFORCE flavours -> Learner, PPO flavours -> PPOLearner."""
+"""Pick the learner class for an algorithm name: REINFORCE flavours -> Learner, PPO flavours -> PPOLearner,
+off-dynamics baselines (DARC, PAR) -> their REINFORCE subclasses in baselines.py."""
 from __future__ import annotations
 
 from mfpg_ros.core.algorithms import Learner
+from mfpg_ros.core.baselines import OFF_DYNAMICS_LEARNERS
 from mfpg_ros.core.config import AlgoConfig
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.ppo import PPO_ALGORITHMS, PPOLearner
@@ -9,6 +11,8 @@ from mfpg_ros.core.ppo import PPO_ALGORITHMS, PPOLearner
 
 def make_learner(cfg: AlgoConfig, contract: Contract, seed: int = 0) -> Learner | PPOLearner:
     """Both classes share update(hifi, paired, pool) -> metrics, policy_gradient, model, version and state_dict."""
+    if cfg.algorithm in OFF_DYNAMICS_LEARNERS:
+        return OFF_DYNAMICS_LEARNERS[cfg.algorithm](cfg, contract, seed)
     return PPOLearner(cfg, contract, seed) if cfg.algorithm in PPO_ALGORITHMS else Learner(cfg, contract, seed)
 
 

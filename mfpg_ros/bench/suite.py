@@ -1,0 +1,225 @@
+"""`mfpg bench suite`: settings x methods x seeds -> one results folder (resumable, parallel, one torch thread each).
+
+Layout of OUT:
+  suite.json                              the preset and the run list
+  runs/<setting>/<method>/seed<k>/        config.yaml, curve.csv, summary.json (written last: the run is done)
+  curves.csv                              one row per run x evaluation point
+  summary.csv                             one row per run (timings, LF throughput, mean rho and c, final return)
+Evaluations: deterministic (mean action), eval_episodes episodes on the HF plant, at HF step 0 and every
+`eval_every` HF steps on the common axis hf_steps / k (k-x methods), plus after the last iteration.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from mfpg_ros.bench.methods import METHODS
+from mfpg_ros.bench.presets import PRESETS, Preset
+from mfpg_ros.bench.settings import SETTINGS
+
+CURVE_FIELDS = ('setting', 'gap', 'family', 'method', 'seed', 'iteration', 'hf_steps', 'x_steps', 'eval_return')
+SUMMARY_FIELDS = ('setting', 'gap', 'family', 'task', 'method', 'seed', 'hf_multiplier', 'iterations', 'hf_steps',
+                  'lf_steps', 'final_return', 'wall_seconds', 'eval_seconds', 'iteration_seconds',
+                  'collect_seconds', 'update_seconds', 'lf_steps_per_s', 'rho_mean', 'c_mean', 'var_ratio_mean',
+                  'n_aligned_mean', 'skipped_fraction', 'clamped_fraction', 'reward_correction_mean', 'final_std',
+                  'unstable_lf_segments')
+
+
+def run_specs(preset: Preset, settings=None, methods=None, seeds=None) -> list[dict]:
+    """Everything one run needs, as plain data (picklable, written to config.yaml)."""
+    specs = []
+    for name in settings or preset.settings:
+        setting = SETTINGS[name]
+        budget = preset.budget(setting.family)
+        base = {'task': setting.task, 'hifi_variant': setting.hifi, 'lofi_variant': setting.lofi,
+                'eval_every': 0, 'eval_episodes': preset.eval_episodes, 'target_return': None,
+                'algo': dict(budget.algo)}
+        for method_name in methods or preset.methods:
+            method = METHODS[method_name]
+            for seed in seeds or preset.seeds:
+                cfg, iterations = method.configure(base, setting.family, budget.hf_steps)
+                cfg.update(seed=int(seed), iterations=iterations)
+                specs.append({'setting': name, 'gap': setting.gap, 'family': setting.family, 'method': method_name,
+                              'seed': int(seed), 'hf_multiplier': method.hf_multiplier,
+                              'eval_every': budget.eval_every, 'config': cfg})
+    return specs
+
+
+def run_dir(out: Path, spec: dict) -> Path:
+    return out / 'runs' / spec['setting'] / spec['method'] / f"seed{spec['seed']}"
+
+
+def _cost(spec: dict) -> float:
+    """Rough relative cost (simulated steps), to start the longest runs first."""
+    algo, family = spec['config']['algo'], spec['family']
+    lf = 0 if algo['algorithm'] in ('reinforce', 'ppo') else algo.get('pool_envs', 9) * algo.get('pool_steps_per_env', 1000)
+    weight = {'cartpole': 1.0, 'pendulum': 0.6}.get(family, 1.6)
+    return spec['config']['iterations'] * (algo['hf_steps_per_iter'] + lf) * weight
+
+
+def execute(spec: dict, out: str) -> dict:
+    """Train one run and write its files; returns its summary. Runs in a worker process."""
+    os.environ['OMP_NUM_THREADS'] = '1'
+    import torch
+    import yaml
+
+    from mfpg_ros.core.config import load_config
+    from mfpg_ros.trainer import Trainer
+
+    torch.set_num_threads(1)
+    folder = run_dir(Path(out), spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(spec['config'])
+    (folder / 'config.yaml').write_text(yaml.safe_dump(
+        {**{k: v for k, v in spec.items() if k != 'config'}, 'config': _plain(cfg.to_dict())}, sort_keys=False))
+    k, every = spec['hf_multiplier'], spec['eval_every']
+    t_start = time.perf_counter()
+    trainer = Trainer(cfg, nthread=1)
+    history, rows, eval_seconds, next_x = [], [], [0.0], [every]
+    keys = {key: spec[key] for key in ('setting', 'gap', 'family', 'method', 'seed')}
+
+    def evaluate(iteration: int, hf_steps: int) -> None:
+        t0 = time.perf_counter()
+        value = trainer.evaluate()
+        eval_seconds[0] += time.perf_counter() - t0
+        rows.append({**keys, 'iteration': iteration, 'hf_steps': hf_steps, 'x_steps': hf_steps / k,
+                     'eval_return': value})
+
+    def on_metrics(m: dict) -> None:
+        history.append(m)
+        x = m['hf_total_steps'] / k
+        if x >= next_x[0] or m['iteration'] + 1 == cfg.iterations:
+            evaluate(m['iteration'] + 1, m['hf_total_steps'])
+            next_x[0] = (math.floor(x / every) + 1) * every
+
+    evaluate(0, 0)
+    trainer.run(on_metrics)
+    wall = time.perf_counter() - t_start
+    summary = {**keys, 'task': cfg.task, 'hf_multiplier': k, **_summarise(history, trainer), 'wall_seconds': wall,
+               'eval_seconds': eval_seconds[0], 'final_return': rows[-1]['eval_return']}
+    _write_csv(folder / 'curve.csv', CURVE_FIELDS, rows)
+    tmp = folder / 'summary.json.tmp'
+    tmp.write_text(json.dumps(summary, indent=1, default=float))
+    tmp.replace(folder / 'summary.json')
+    return summary
+
+
+def _summarise(history: list[dict], trainer) -> dict:
+    import numpy as np
+
+    def mean(key, rows=history):
+        values = [r[key] for r in rows if key in r and r[key] is not None and math.isfinite(r[key])]
+        return float(np.mean(values)) if values else float('nan')
+
+    used = [r for r in history if not r.get('skipped', 0.0)]
+    collect, lf = sum(r['collect_seconds'] for r in history), sum(r['lf_steps'] for r in history)
+    mf = 'rho' in (history[0] if history else {})
+    clamped = [r for r in used if r.get('rho', 0.0) < 0 and r.get('c', 0.0) == 0.0] if mf else []
+    return {'iterations': len(history), 'hf_steps': trainer.hf_steps, 'lf_steps': lf,
+            'iteration_seconds': mean('iteration_seconds'), 'collect_seconds': mean('collect_seconds'),
+            'update_seconds': mean('update_seconds'), 'lf_steps_per_s': lf / collect if lf and collect else 0.0,
+            'rho_mean': mean('rho', used) if mf else float('nan'), 'c_mean': mean('c', used) if mf else float('nan'),
+            'var_ratio_mean': mean('var_ratio', used) if mf else float('nan'),
+            'n_aligned_mean': mean('n_aligned'), 'skipped_fraction': 1 - len(used) / max(1, len(history)),
+            'clamped_fraction': len(clamped) / max(1, len(used)) if mf else float('nan'),
+            'reward_correction_mean': mean('reward_correction'),  # DARC / PAR: mean LF reward change per step
+            'final_std': history[-1]['std'] if history else float('nan'),
+            'unstable_lf_segments': trainer.pool.unstable_count + trainer.replayer.unstable_count}
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _write_csv(path: Path, fields, rows: list[dict]) -> None:
+    tmp = path.with_suffix('.tmp')
+    with tmp.open('w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _execute_star(args):
+    return execute(*args)
+
+
+def collect_results(out: Path, specs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Aggregate finished runs into OUT/curves.csv and OUT/summary.csv; returns (curves, summaries)."""
+    curves, summaries = [], []
+    for spec in specs:
+        folder = run_dir(out, spec)
+        if (folder / 'summary.json').exists():
+            summaries.append(json.loads((folder / 'summary.json').read_text()))
+            with (folder / 'curve.csv').open() as f:
+                curves.extend(csv.DictReader(f))
+    _write_csv(out / 'curves.csv', CURVE_FIELDS, curves)
+    _write_csv(out / 'summary.csv', SUMMARY_FIELDS, summaries)
+    return curves, summaries
+
+
+def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, methods=None, seeds=None,
+              progress: bool = True) -> tuple[list[dict], list[dict]]:
+    out.mkdir(parents=True, exist_ok=True)
+    specs = run_specs(preset, settings, methods, seeds)
+    (out / 'suite.json').write_text(json.dumps({'preset': preset.name, 'runs': len(specs),
+                                                'settings': sorted({s['setting'] for s in specs}),
+                                                'methods': sorted({s['method'] for s in specs}),
+                                                'seeds': sorted({s['seed'] for s in specs})}, indent=1))
+    todo = sorted((s for s in specs if not (run_dir(out, s) / 'summary.json').exists()), key=_cost, reverse=True)
+    from tqdm import tqdm
+    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f'suite {preset.name}', unit='run',
+               disable=not progress, smoothing=0.05)
+    jobs = [(spec, str(out)) for spec in todo]
+    if workers <= 1:
+        for job in jobs:
+            _execute_star(job)
+            bar.update()
+    else:
+        import multiprocessing
+        os.environ['OMP_NUM_THREADS'] = '1'  # inherited by the workers before they import numpy / torch
+        with multiprocessing.get_context('spawn').Pool(workers) as pool:
+            for summary in pool.imap_unordered(_execute_star, jobs):
+                bar.update()
+                bar.set_postfix_str(f"{summary['setting']}/{summary['method']}/{summary['seed']}")
+    bar.close()
+    return collect_results(out, specs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='mfpg bench suite', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--preset', default='quick', choices=sorted(PRESETS))
+    parser.add_argument('--out', default=None, help='results folder (default: bench_out/<preset>)')
+    parser.add_argument('--workers', type=int, default=2, help='parallel runs (one torch thread each)')
+    parser.add_argument('--settings', nargs='*', default=None, help='subset (or extra) settings by name')
+    parser.add_argument('--methods', nargs='*', default=None, help='subset (or extra) methods by name')
+    parser.add_argument('--seeds', nargs='*', type=int, default=None)
+    parser.add_argument('--list', action='store_true', help='print the runs and exit')
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    for name in args.settings or ():
+        if name not in SETTINGS:
+            parser.error(f'unknown setting {name!r}; valid: {sorted(SETTINGS)}')
+    for name in args.methods or ():
+        if name not in METHODS:
+            parser.error(f'unknown method {name!r}; valid: {sorted(METHODS)}')
+    out = Path(args.out or f'bench_out/{preset.name}')
+    if args.list:
+        for s in run_specs(preset, args.settings, args.methods, args.seeds):
+            print(s['setting'], s['method'], s['seed'], s['config']['iterations'], 'iterations of',
+                  s['config']['algo']['hf_steps_per_iter'], 'HF steps')
+        return 0
+    t0 = time.perf_counter()
+    _, summaries = run_suite(preset, out, args.workers, args.settings, args.methods, args.seeds)
+    print(f'{len(summaries)} runs finished in {out} ({time.perf_counter() - t0:.0f} s this call)')
+    return 0

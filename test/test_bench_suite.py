@@ -1,0 +1,157 @@
+"""Benchmark harness: smoke preset end to end (+ resume + report), budget accounting, DARC/PAR corrections."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from mfpg_ros.bench import report, stats
+from mfpg_ros.bench.presets import PRESETS
+from mfpg_ros.bench.suite import run_specs, run_suite
+from mfpg_ros.core.baselines import CorrectionModel, DomainClassifiers, LatentDynamics
+from mfpg_ros.core.config import OffDynamicsConfig
+from mfpg_ros.core.contract import Contract
+from mfpg_ros.core.episode import Episode
+
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp('suite')
+    _, summaries = run_suite(PRESETS['smoke'], out, workers=2, progress=False)
+    return out, summaries
+
+
+def test_smoke_runs_every_cell_and_resumes(smoke):
+    out, summaries = smoke
+    preset = PRESETS['smoke']
+    assert len(summaries) == len(preset.settings) * len(preset.methods) * len(preset.seeds)
+    for s in summaries:
+        assert np.isfinite(s['final_return']) and s['iteration_seconds'] > 0
+        if s['method'] == 'mf_reinforce':
+            assert -1 <= s['rho_mean'] <= 1 and np.isfinite(s['c_mean']) and s['lf_steps_per_s'] > 0
+    with (out / 'curves.csv').open() as f:
+        rows = list(csv.DictReader(f))
+    assert {'setting', 'method', 'seed', 'hf_steps', 'eval_return'} <= set(rows[0])
+    assert min(int(r['hf_steps']) for r in rows) == 0  # an evaluation before training
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob('runs/*/*/seed*/summary.json')}
+    run_suite(preset, out, workers=1, progress=False)  # everything finished: nothing reruns
+    assert {p: p.stat().st_mtime_ns for p in out.glob('runs/*/*/seed*/summary.json')} == stamp
+    assert (out / 'runs/cartpole_twin/darc/seed0/config.yaml').exists()
+
+
+def test_k_times_hf_really_uses_k_times_the_hf_steps(smoke):
+    _, summaries = smoke
+    hf = {(s['setting'], s['method'], s['seed']): s for s in summaries}
+    for (setting, method, seed), s in hf.items():
+        if method == 'reinforce_10x':
+            base = hf[(setting, 'reinforce', seed)]
+            assert s['iterations'] == base['iterations']  # same number of updates ...
+            assert s['hf_steps'] == 10 * base['hf_steps'] == 10 * PRESETS['smoke'].budget('*').hf_steps  # ... 10x data
+    specs = {s['method']: s for s in run_specs(PRESETS['smoke'], ['cartpole_twin'], seeds=[0],
+                                               methods=['reinforce', 'reinforce_15x'])}
+    paper = specs['reinforce_15x']['config']
+    assert paper['algo']['hf_steps_per_iter'] == 3072
+    assert paper['algo']['lr'] == pytest.approx(specs['reinforce']['config']['algo']['lr'] * 9 / 7)
+    assert paper['iterations'] * 3072 == pytest.approx(15 * 400, rel=0.5)  # 15x the base budget, whole batches
+
+
+def test_report_parses_its_own_output(smoke, capsys, tmp_path):
+    out, _ = smoke
+    doc = tmp_path / 'results.md'
+    doc.write_text(f'intro\n{report.BEGIN}\nold\n{report.END}\noutro\n')
+    assert report.main(['--out', str(out), '--figures', str(tmp_path / 'fig'), '--update-doc', str(doc)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith('median_return_ratio_mf_vs_hf: ')
+    float(lines[-1].split(': ')[1])
+    table = [line for line in lines if line.startswith('| cartpole_twin (moderate) | mf_reinforce |')]
+    assert len(table) == 1 and len(table[0].split('|')) == 9
+    text = doc.read_text()
+    assert text.startswith('intro') and text.endswith('outro\n') and 'old' not in text and 'curves.png' in text
+    for name in ('curves.png', 'final_returns.png'):
+        assert 0 < (tmp_path / 'fig' / name).stat().st_size < 300_000
+
+
+def test_stats_known_answers():
+    mean, half = stats.mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.303 * 1 / np.sqrt(3), rel=1e-3)
+    assert stats.welch_p([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(1.0)
+    x = np.array([0, 100, 200, 300, 400.0])
+    assert stats.steps_to_reach(x, np.array([0, 10, 20, 30, 40.0]), 20, window=1) == 200
+    assert stats.steps_to_reach(x, np.array([0, 10, 20, 30, 40.0]), 20, window=3) == 300
+    assert np.isnan(stats.steps_to_reach(x, np.zeros(5), 1))
+
+
+# ---- DARC / PAR reward corrections -------------------------------------------------------------------------
+CONTRACT = Contract(task='toy', observation_names=[f's{i}' for i in range(4)], action_names=['u0', 'u1'],
+                    action_low=[-1.0, -1.0], action_high=[1.0, 1.0], control_rate_hz=50.0, nq=2, nv=2)
+B = np.array([[0.5, 0.0], [0.0, 0.5], [0.2, -0.2], [0.0, 0.3]])
+
+
+def _transitions(rng, n, sign=1.0):
+    s = rng.standard_normal((n, 4)).astype(np.float32)
+    a = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+    return s, a, (0.9 * s + sign * a @ B.T).astype(np.float32)
+
+
+def _trained(model_class, sign_lf, steps, **cfg):
+    rng = np.random.default_rng(0)
+    model = model_class(OffDynamicsConfig(warmup_hf_steps=0, hidden=64, latent_dim=16, **cfg), CONTRACT, seed=0)
+    model.hf_buffer.add(*_transitions(rng, 4000))
+    model.lf_buffer.add(*_transitions(rng, 4000, sign_lf))
+    for _ in range(steps):
+        model.train_step()
+    model.updates = steps
+    return model, rng
+
+
+def _correction(model, rng, sign):
+    with torch.no_grad():
+        return model.per_step(*(torch.as_tensor(x) for x in _transitions(rng, 2000, sign))).numpy()
+
+
+def test_darc_correction_vanishes_on_identical_dynamics():
+    same, rng = _trained(DomainClassifiers, +1.0, 400, lr=1e-3)
+    delta = _correction(same, rng, +1.0)
+    assert abs(delta.mean()) < 0.05 and np.abs(delta).mean() < 0.15
+    shifted, rng = _trained(DomainClassifiers, -1.0, 400, lr=1e-3)
+    assert _correction(shifted, rng, -1.0).mean() < -0.5  # LF-only transitions are penalised ...
+    assert _correction(shifted, rng, +1.0).mean() > 0.5  # ... HF-like ones are not
+
+
+def test_par_penalty_vanishes_on_identical_dynamics():
+    untrained, rng = _trained(LatentDynamics, +1.0, 0, tau=0.05)
+    before = -_correction(untrained, rng, +1.0).mean()
+    model, rng = _trained(LatentDynamics, +1.0, 600, lr=1e-3, tau=0.05)
+    same, shifted = -_correction(model, rng, +1.0), -_correction(model, rng, -1.0)
+    assert (same >= 0).all() and (shifted >= 0).all()
+    assert same.mean() < 0.1 * before  # trained on HF: the matching LF dynamics is predicted
+    assert shifted.mean() > 5 * same.mean()  # a different LF dynamics is not
+
+
+class _Constant(CorrectionModel):
+    def per_step(self, s, a, s2):
+        return torch.full((len(s),), 0.25) + s[:, 0] * 0
+
+
+def test_correction_keeps_segment_shape_and_fills_the_last_step():
+    model = _Constant(OffDynamicsConfig(), CONTRACT, seed=0)
+    model.updates = 1
+    rng = np.random.default_rng(1)
+    segments = [Episode(obs=rng.standard_normal((n, 4)).astype(np.float32), actions=np.zeros((n, 2), np.float32),
+                        eps=np.zeros((n, 2)), rewards=np.ones(n), qpos0=np.zeros(2), qvel0=np.zeros(2),
+                        contract=CONTRACT, policy_version=0) for n in (5, 1)]
+    corrected, mean = model.correct(segments)
+    assert mean == pytest.approx(0.25)
+    np.testing.assert_allclose(corrected[0].rewards, 1.25)  # the last step (no s') gets the segment's mean
+    np.testing.assert_allclose(corrected[1].rewards, 1.0)  # a one-step segment has no transition: unchanged
+    np.testing.assert_allclose(segments[0].rewards, 1.0)  # inputs untouched
+
+
+def test_summary_json_is_plain(smoke):
+    out, _ = smoke
+    summary = json.loads(next(out.glob('runs/*/par/seed0/summary.json')).read_text())
+    assert summary['method'] == 'par' and summary['hf_steps'] == PRESETS['smoke'].budget('*').hf_steps
