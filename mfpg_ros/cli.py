@@ -1,24 +1,26 @@
-"""`mfpg` command line: train through the node graph, train in-process, run benchmarks."""
+"""`mfpg` command line: train through the node graph, train in-process, replay a recorded run, run benchmarks."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-BENCHMARKS = ('throughput', 'variance', 'latency', 'graph', 'suite', 'report')
+BENCHMARKS = ('throughput', 'variance', 'latency', 'graph')
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog='mfpg', description=__doc__)
-    parser.add_argument('command', choices=['train', 'train-inprocess', 'bench'],
-                        help='train: full ROS 2 node graph; train-inprocess: no ROS; bench NAME: a benchmark')
+    parser.add_argument('command', choices=['train', 'train-inprocess', 'replay', 'bench'],
+                        help='train: full ROS 2 node graph; train-inprocess: no ROS; replay BAG: re-run the learner '
+                             'on a recorded run; bench NAME: a benchmark')
     args, rest = parser.parse_known_args(argv)
     if args.command == 'bench':
         if not rest or rest[0] not in BENCHMARKS:
             parser.error(f'bench needs one of {BENCHMARKS}')
         return importlib.import_module(f'mfpg_ros.bench.{rest[0]}').main(rest[1:]) or 0
-    module = 'mfpg_ros.runner' if args.command == 'train' else 'mfpg_ros.train_inprocess'
+    module = {'train': 'mfpg_ros.runner', 'train-inprocess': 'mfpg_ros.train_inprocess',
+              'replay': 'mfpg_ros.replay'}[args.command]
     return importlib.import_module(module).main(rest) or 0
 
 

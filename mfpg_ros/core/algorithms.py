@@ -78,6 +78,12 @@ class Learner:
     def _mf_terms(self, hifi, paired, pool):
         e, gamma = self.cfg.estimator, self.cfg.gamma
         pairs = est.pair_segments(hifi, paired)
+        if not pairs:  # no low-fidelity data this iteration (e.g. a simulator timed out): plain HF REINFORCE
+            fit = est.flatten(hifi, gamma)
+            x_h = self._advantages(fit) * self.model.log_prob(fit.obs, fit.actions) if len(fit) else torch.zeros(0)
+            var = float(x_h.detach().var(unbiased=False)) if len(fit) else 0.0
+            return -x_h.mean(), fit, {'c': 0.0, 'n_pairs': 0, 'n_aligned': len(fit), 'var_without_cv': var,
+                                      'var_with_cv': var, 'var_ratio': 1.0}
         cut = [min(len(h), len(l)) for h, l in pairs] if e.trim_pairs else [len(l) for _, l in pairs]
         lf = est.flatten([l for _, l in pairs], gamma, cut)
         if e.trim_pairs:

@@ -1,0 +1,146 @@
+"""`mfpg replay <bag>`: re-run the learner offline on a recorded run and check it lands on the recorded weights.
+
+For each policy version v, the recorded HF and LF episodes of v go through the learner node's own bookkeeping
+(IterationAssembler: HF budget, verified pairs, pool budget; HF-only when the run's summary reports a low-fidelity
+timeout), one learner update is taken, and the resulting weights are compared with the recorded weights v+1.
+The learner starts from the config's seed (the config stored in the bag, or --config), exactly as the node does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mfpg_ros.bagfile import BYTES_TYPE, read_config, read_messages
+from mfpg_ros.core.bookkeeping import IterationAssembler
+from mfpg_ros.core.codec import CodecError, Weights, decode_episode, decode_weights, load_into
+from mfpg_ros.core.config import TrainConfig, load_config
+from mfpg_ros.core.episode import HIFI, Episode
+from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
+from mfpg_ros.sim.tasks import make_task
+
+WEIGHTS, HIFI_EPISODES, LOFI_EPISODES, SUMMARY = 'policy/weights', 'hifi/episodes', 'lofi/episodes', 'metrics/summary'
+
+
+@dataclass
+class Recording:
+    """A bag's training traffic, decoded. Episodes keep the bag's (arrival) order."""
+
+    weights: dict[int, Weights] = field(default_factory=dict)
+    episodes: dict[int, list[Episode]] = field(default_factory=lambda: defaultdict(list))
+    summaries: dict[int, dict] = field(default_factory=dict)
+    undecodable: int = 0  # payloads the codec refused (the learner would have rejected them too)
+
+
+def _suffix(topic: str, name: str) -> bool:
+    return topic == name or topic.endswith('/' + name)  # any namespace
+
+
+def load_recording(bag: str | Path, contract=None, key: bytes | None = None) -> Recording:
+    rec = Recording()
+    for msg in read_messages(bag):
+        if _suffix(msg.topic, SUMMARY):
+            summary = json.loads(msg.text())
+            rec.summaries.setdefault(int(summary['iteration']), summary)
+            continue
+        if msg.msgtype != BYTES_TYPE:
+            continue
+        try:
+            if _suffix(msg.topic, WEIGHTS):
+                weights = decode_weights(msg.payload(), contract=contract, key=key)
+                rec.weights.setdefault(weights.version, weights)
+            elif _suffix(msg.topic, HIFI_EPISODES) or _suffix(msg.topic, LOFI_EPISODES):
+                episode = decode_episode(msg.payload(), contract=contract, key=key)
+                if (episode.fidelity == HIFI) == _suffix(msg.topic, HIFI_EPISODES):  # the learner's topic check
+                    rec.episodes[episode.policy_version].append(episode)
+        except CodecError:
+            rec.undecodable += 1
+    return rec
+
+
+def max_abs_diff(model: torch.nn.Module, weights: Weights) -> float:
+    state = model.state_dict()
+    return max(float((state[name].float() - value).abs().max()) for name, value in weights.state.items())
+
+
+def lofi_timed_out(rec: Recording, version: int, assembler: IterationAssembler) -> bool:
+    """Did the learner give up waiting for LF data of this version? Its summary says so; without a summary, infer
+    it from incomplete LF data."""
+    now, before = rec.summaries.get(version), rec.summaries.get(version - 1, {'lofi_timeouts': 0})
+    if now is None or 'lofi_timeouts' not in now:
+        return not assembler.lofi_complete()
+    return now['lofi_timeouts'] > before.get('lofi_timeouts', 0)
+
+
+def replay(rec: Recording, cfg: TrainConfig, log=print) -> list[tuple[int, float]]:
+    """Per replayed version v: (v, max |weights after the update - recorded weights v+1|)."""
+    algo, contract = cfg.algo, make_task(cfg.task, cfg.lofi_variant).contract
+    learner = make_learner(algo, contract, cfg.seed)
+    if not rec.weights:
+        raise ValueError('the bag holds no policy weights')
+    first = min(rec.weights)
+    initial = max_abs_diff(learner.model, rec.weights[first]) if first == 0 else math.inf
+    log(f'initial weights (version {first}): max_abs_diff {initial:.3g} against the seed-{cfg.seed} learner')
+    if initial != 0.0:
+        load_into(learner.model, rec.weights[first])
+        learner.version = first
+        log('  replay starts from the recorded weights with a fresh optimiser: later differences are expected')
+    pool_steps = algo.pool_envs * algo.pool_steps_per_env if needs_pool(algo.algorithm) else 0
+    results = []
+    for version in range(first, max(rec.weights)):
+        if version + 1 not in rec.weights:
+            log(f'version {version}: no recorded weights {version + 1}; stopping')
+            break
+        assembler = IterationAssembler(algo.hf_steps_per_iter, pool_steps, needs_paired(algo.algorithm))
+        assembler.version = version
+        for episode in rec.episodes.get(version, []):
+            assembler.add(episode)
+            if assembler.ready():
+                break  # the learner updates here; later segments of this version reached it stale
+        timed_out = lofi_timed_out(rec, version, assembler)
+        data = assembler.take()
+        if timed_out:
+            data.paired, data.pool = [], []
+        metrics = learner.update(data.hifi, data.paired, data.pool)
+        diff = max_abs_diff(learner.model, rec.weights[version + 1])
+        recorded_c = rec.summaries.get(version, {}).get('c')
+        c_note = '' if recorded_c is None else f', c {metrics.get("c", 0.0):+.4f} (recorded {recorded_c:+.4f})'
+        log(f'version {version} -> {version + 1}: max_abs_diff {diff:.3g} (HF {data.steps("hifi")} steps, paired '
+            f'{len(data.paired)}, pool {data.steps("pool")} steps{", HF-only: LF timeout" if timed_out else ""}'
+            f'{c_note})')
+        results.append((version, diff))
+    return results
+
+
+def signing_key(path: str | None) -> bytes | None:
+    """As the nodes: a key file, else $MFPG_SIGNING_KEY, else none (signatures are then not checked)."""
+    if path:
+        return Path(path).read_bytes().strip()
+    env = os.environ.get('MFPG_SIGNING_KEY', '')
+    return env.encode() if env else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='mfpg replay', description=__doc__)
+    parser.add_argument('bag', help='a rosbag2 folder written by bag_recorder')
+    parser.add_argument('--config', help='training params file (default: the config stored in the bag)')
+    parser.add_argument('--signing-key-file', help='verify signatures with this key (default: $MFPG_SIGNING_KEY)')
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    stored = read_config(args.bag)
+    if args.config is None and stored is None:
+        parser.error('the bag stores no config: pass --config')
+    cfg = load_config(args.config if args.config else stored)
+    rec = load_recording(args.bag, make_task(cfg.task, cfg.lofi_variant).contract, signing_key(args.signing_key_file))
+    print(f'{args.bag}: weights versions {sorted(rec.weights)}, {sum(map(len, rec.episodes.values()))} episodes, '
+          f'{len(rec.summaries)} summaries, {rec.undecodable} undecodable payloads')
+    results = replay(rec, cfg)
+    worst = max((d for _, d in results), default=math.nan)
+    print(f'replay_max_weight_diff: {worst:.6g}')
+    return 0 if results else 1
