@@ -9,6 +9,7 @@ from mfpg_ros import graph
 from mfpg_ros.bagfile import BYTES_TYPE, TEXT_TYPE, BagWriter
 from mfpg_ros.core.codec import encode_episode, encode_weights
 from mfpg_ros.core.config import load_config
+from mfpg_ros.diagnostics_feed import DiagnosticsFeed
 from mfpg_ros.replay import load_recording, main, replay
 from mfpg_ros.trainer import Trainer
 
@@ -84,9 +85,10 @@ def test_replay_of_a_recorded_graph_run(ros_env, spawn, probe, tmp_path, capsys)
         for name, proc in procs.items():
             assert proc.poll() is None or (name == 'learner' and proc.poll() == 0), f'{name} died'
 
-    learner = procs['learner']
-    probe.wait_until(lambda: learner.poll() is not None, 120, 'the learner to finish 3 iterations', running)
-    assert learner.poll() == 0
+    diagnostics = DiagnosticsFeed(probe)  # done once the recorder holds weights 0..3 and 3 summaries
+    recorded = {'recorded /policy/weights': 4, 'recorded /metrics/summary': 3}
+    probe.wait_until(lambda: all(diagnostics.value('/bag_recorder', k) >= n for k, n in recorded.items()), 120,
+                     'the recorder to hold 3 iterations', running)
     assert procs['bag_recorder'].stop() == 0
     assert main([str(bag)]) == 0
     out = capsys.readouterr().out
