@@ -25,6 +25,8 @@ METRICS = 'metrics'  # namespace of per-iteration std_msgs/Float64 topics; metri
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 EPISODES = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+HISTORY = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,  # late joiners get the whole run so far
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CONTROL = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -97,6 +99,9 @@ def run(node_factory: Callable[[], Node], args=None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # noqa: BLE001 - a callback racing Ctrl-C fails on the dead context: that is a clean stop
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()

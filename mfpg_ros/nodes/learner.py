@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Float64, String, UInt8MultiArray
 
@@ -19,7 +20,7 @@ from mfpg_ros.core.checkpoint import save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episode, encode_weights
 from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
-from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, METRICS, WEIGHTS, \
+from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, HISTORY, LATCHED, LOFI_EPISODES, METRICS, WEIGHTS, \
     Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
@@ -34,6 +35,7 @@ class LearnerNode(Node):
         self.run_dir = Path(run_dir) if run_dir else None
         self.checkpoint_every = self.declare_parameter('checkpoint_every', 10).value
         self.lofi_timeout = self.declare_parameter('lofi_timeout_s', 30.0).value
+        self.exit_when_done = self.declare_parameter('exit_when_done', True).value
         self.key = signing_key(self)
         task = make_task(cfg.task, cfg.lofi_variant)
         self.contract = task.contract
@@ -50,7 +52,7 @@ class LearnerNode(Node):
         self.csv_fields: list[str] | None = None
         self.rejections = Rejections(self)
         self.weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS, LATCHED)
-        self.summary_pub = self.create_publisher(String, f'{METRICS}/summary', 10)
+        self.summary_pub = self.create_publisher(String, f'{METRICS}/summary', HISTORY)
         self.metric_pubs: dict[str, object] = {}
         self.create_subscription(UInt8MultiArray, HIFI_EPISODES, lambda m: self.on_episode(m, HIFI_EPISODES),
                                  EPISODES)
@@ -106,8 +108,18 @@ class LearnerNode(Node):
         self.done = self.learner.version >= self.cfg.iterations or (
             target is not None and len(self.recent) == self.recent.maxlen and metrics['hf_return_recent'] >= target)
         metrics['done'] = self.done
+        self.save(metrics)  # before announcing: whoever stops the graph on 'done' must find the files complete
         self.publish_metrics(metrics)
-        self.save(metrics)
+        if self.done and self.exit_when_done:
+            self.finish()
+
+    def finish(self) -> None:
+        """Training is over: make sure the last weights and metrics were delivered, then exit cleanly (a
+        launch file's on_exit=Shutdown or the runner then ends the graph)."""
+        for pub in (self.weights_pub, self.summary_pub):
+            pub.wait_for_all_acked(Duration(seconds=2.0))
+        self.get_logger().info(f'training done after {self.learner.version} iterations')
+        raise SystemExit(0)
 
     def publish_weights(self) -> None:
         payload = encode_weights(self.learner.model, version=self.learner.version, contract=self.contract,

@@ -33,6 +33,8 @@ class TwinPlant(Node):
         states_topic = self.declare_parameter('joint_states_topic', 'joint_states').value
         reset_service = self.declare_parameter('reset_service', 'reset').value
         self.task = make_task(cfg.task, cfg.hifi_variant)
+        # A real driver publishes joints in its own order: the order (and any extra joints) are configurable.
+        self.published_joints = list(self.declare_parameter('published_joints', list(self.task.joint_names)).value)
         self.data = self.task.new_data()
         self.rng = np.random.default_rng([cfg.seed, 11])
         self.command = np.zeros(self.task.model.nu)
@@ -82,8 +84,11 @@ class TwinPlant(Node):
 
     def publish_state(self) -> None:
         sec, frac = divmod(self.data.time, 1.0)
-        msg = JointState(name=list(self.task.joint_names), position=self.data.qpos.tolist(),
-                         velocity=self.data.qvel.tolist(), effort=self.data.qfrc_actuator.tolist())
+        index = {name: i for i, name in enumerate(self.task.joint_names)}
+        pick = [index.get(name) for name in self.published_joints]  # unknown names: extra joints, reported as 0
+        value = lambda arr: [float(arr[i]) if i is not None else 0.0 for i in pick]  # noqa: E731
+        msg = JointState(name=self.published_joints, position=value(self.data.qpos), velocity=value(self.data.qvel),
+                         effort=value(self.data.qfrc_actuator))
         msg.header.stamp.sec, msg.header.stamp.nanosec = int(sec), int(math.floor(frac * 1e9))
         self.states_pub.publish(msg)
         self.clock_pub.publish(Clock(clock=msg.header.stamp))

@@ -1,0 +1,95 @@
+"""The node graph as separate processes over real DDS (LOCALHOST discovery, one ROS_DOMAIN_ID per test)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from std_msgs.msg import String, UInt8MultiArray
+
+from mfpg_ros.core.codec import decode_episode, decode_weights
+from mfpg_ros.core.config import load_config
+from mfpg_ros.core.episode import HIFI
+from mfpg_ros.core.learners import make_learner
+from mfpg_ros.nodes.common import LATCHED
+from mfpg_ros.sim.tasks import make_task
+
+CONFIG = str(Path(__file__).resolve().parents[1] / 'config' / 'train.yaml')
+NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant')
+
+
+def node_args(namespace='', **params):
+    args = ['--ros-args', '--params-file', CONFIG]
+    if namespace:
+        args += ['-r', f'__ns:=/{namespace}']
+    for key, value in params.items():
+        args += ['-p', f'{key}:={value}']
+    return args
+
+
+def start_graph(spawn, namespace='', **params):
+    procs = [spawn(n, node_args(namespace, **params), name=f'{namespace}{n}') for n in NODES]
+
+    def check():
+        dead = [p.name for p in procs if p.poll() not in (None, 0)]  # the learner exits 0 when done
+        assert not dead, f'nodes died: {dead}'
+    return check
+
+
+def summaries(probe, topic, n, check, timeout=120.0):
+    inbox = probe.wait_for_messages(topic, String, n=n, timeout=timeout, check=check)
+    return [json.loads(m.data) for m in inbox]
+
+
+def test_graph_trains_the_cartpole_with_paired_replays(spawn, probe):
+    check = start_graph(spawn, **{'algo.pool_steps_per_env': 300, 'iterations': 40, 'target_return': '.nan',
+                                  'seed': 4})
+    rows = summaries(probe, 'metrics/summary', 40, check, timeout=240.0)
+    assert [r['iteration'] for r in rows] == list(range(40))  # every version, in order
+    assert rows[-1]['done'] and all(r['dropped'] == 0 for r in rows)  # nothing stale, no pairing mismatch
+    assert all(r['n_pairs'] == r['hf_segments'] and r['hf_steps'] == 100 for r in rows)  # every HF segment paired
+    assert np.mean([r['rho'] for r in rows]) > 0.5
+    early = np.nanmean([r['hf_return'] for r in rows[:8]])
+    late = np.nanmean([r['hf_return'] for r in rows[-8:]])
+    print(f'HF return first 8 iterations {early:.1f}, last 8 {late:.1f}')
+    assert late > 2 * early
+
+
+def test_graph_update_equals_the_in_process_learner(spawn, probe):
+    params = {'algo.pool_steps_per_env': 50, 'iterations': 1, 'target_return': '.nan', 'seed': 7}
+    weights = probe.subscribe('policy/weights', UInt8MultiArray, LATCHED)
+    hifi = probe.subscribe('hifi/episodes', UInt8MultiArray)
+    lofi = probe.subscribe('lofi/episodes', UInt8MultiArray)
+    check = start_graph(spawn, **params)
+    summaries(probe, 'metrics/summary', 1, check)
+    probe.wait_until(lambda: len(weights) >= 2, 30, 'weights version 1', check)
+    w0, w1 = (decode_weights(m.data) for m in weights[:2])
+    assert (w0.version, w1.version) == (0, 1)
+    episodes = [decode_episode(m.data) for m in (*hifi, *lofi)]
+    version0 = [e for e in episodes if e.policy_version == 0]
+    cfg = load_config(CONFIG, **{k: v for k, v in params.items() if k != 'target_return'})
+    learner = make_learner(cfg.algo, make_task(cfg.task).contract, cfg.seed)
+    for name, value in learner.model.state_dict().items():  # same seed -> same initial weights
+        assert torch.equal(value, w0.state[name]), name
+    learner.update([e for e in version0 if e.fidelity == HIFI],
+                   [e for e in version0 if e.fidelity == 'lofi_paired'],
+                   [e for e in version0 if e.fidelity == 'lofi_pool'])
+    for name, value in learner.model.state_dict().items():
+        assert torch.allclose(value, w1.state[name], atol=1e-6), name
+
+
+def test_two_namespaces_train_side_by_side_without_cross_talk(spawn, probe):
+    fast = {'algo.pool_steps_per_env': 50, 'iterations': 3, 'target_return': '.nan'}
+    inboxes = {ns: probe.subscribe(f'/{ns}/hifi/episodes', UInt8MultiArray) for ns in ('robot1', 'robot2')}
+    for ns in ('robot1', 'robot2'):
+        probe.subscribe(f'/{ns}/metrics/summary', String)
+    checks = [start_graph(spawn, ns, **fast, seed=i) for i, ns in enumerate(('robot1', 'robot2'))]
+
+    def check():
+        for c in checks:
+            c()
+    for ns in ('robot1', 'robot2'):
+        rows = summaries(probe, f'/{ns}/metrics/summary', 3, check, timeout=180.0)
+        assert rows[-1]['done'] and all(r['dropped'] == 0 for r in rows)
+    for ns, inbox in inboxes.items():
+        ids = {decode_episode(m.data).episode_id.split('-')[0] for m in inbox}
+        assert ids == {ns}, f'{ns} saw episodes from {ids}'
