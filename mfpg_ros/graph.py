@@ -22,7 +22,7 @@ PACKAGE = 'mfpg_ros'
 HARDWARE = ('twin', 'gazebo', 'real')
 TRAINING_NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface')
 PLANT_NODES = {'twin': ('twin_plant',), 'gazebo': (), 'real': ()}  # gazebo: see gazebo_hook in the launch file
-PROFILE_NODES = ('hifi_interface', 'twin_plant')  # the nodes that read config/hardware/<hardware>.yaml
+PROFILE_NODES = ('policy_server', 'hifi_interface', 'twin_plant')  # they read config/hardware/<hardware>.yaml
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ class HifiInterface(Node):
         self.joint_names = list(self.declare_parameter('joint_names', list(self.task.joint_names)).value)
         states_topic = self.declare_parameter('joint_states_topic', 'joint_states').value
         reset_service = self.declare_parameter('reset_service', 'reset').value
+        self.reset_strategy = self.declare_parameter('reset_strategy', 'service').value
+        if self.reset_strategy not in ('service', 'operator'):
+            raise ValueError(f"reset_strategy must be 'service' or 'operator', got {self.reset_strategy!r}")
         self.stall_timeout = self.declare_parameter('stall_timeout_s', 0.5).value
         self.on_budget = self.declare_parameter('on_budget', 'pause').value
         if self.on_budget not in ('pause', 'continue'):
@@ -57,12 +60,19 @@ class HifiInterface(Node):
         self.create_subscription(Float64MultiArray, ACTION, self.on_action, CONTROL)
         self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED)
         self.reset_client = self.create_client(Trigger, reset_service)
+        self.create_service(Trigger, 'confirm_reset', self.on_operator_confirm)
         self.create_timer(0.5, self.request_reset_when_ready)
         self.create_timer(0.05, self.check_stall, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        Diagnostics(self, lambda: {'phase': self.phase, 'episodes': self.episodes, 'segments': self.segments,
+        Diagnostics(self, lambda: {'phase': self.phase, 'waiting_for': self.waiting_for(), 'episodes': self.episodes, 'segments': self.segments,
                                    'policy_version': self.latest_version,
                                    'stale_actions': self.stale_actions, 'aborted_segments': self.aborted,
                                    'rejected': self.rejections.total})
+
+    def waiting_for(self) -> str:
+        if self.phase == RESETTING:
+            return 'operator: confirm_reset' if self.reset_strategy == 'operator' else 'reset service'
+        return {WAITING: 'policy weights / reset service', PAUSED: 'next policy version',
+                OBSERVING: 'action', ACTING: 'joint_states', STARTING: 'joint_states'}[self.phase]
 
     # ---- inputs --------------------------------------------------------------------------------------------
     def on_weights(self, msg: UInt8MultiArray) -> None:
@@ -126,7 +136,8 @@ class HifiInterface(Node):
 
     # ---- episode flow --------------------------------------------------------------------------------------
     def request_reset_when_ready(self) -> None:
-        if self.phase == WAITING and self.latest_version >= 0 and self.reset_client.service_is_ready():
+        ready = self.reset_strategy == 'operator' or self.reset_client.service_is_ready()
+        if self.phase == WAITING and self.latest_version >= 0 and ready:
             self.request_reset()
 
     def check_stall(self) -> None:
@@ -150,7 +161,21 @@ class HifiInterface(Node):
     def request_reset(self) -> None:
         self.set_phase(RESETTING)
         self.pending_state = None
+        if self.reset_strategy == 'operator':
+            self.get_logger().warn('waiting for the operator: put the robot at its start pose, then call '
+                                   f'`ros2 service call {self.resolve_service_name("confirm_reset")} '
+                                   'std_srvs/srv/Trigger`')
+            return
         self.reset_client.call_async(Trigger.Request()).add_done_callback(self.on_reset_done)
+
+    def on_operator_confirm(self, request, response):
+        response.success = self.reset_strategy == 'operator' and self.phase == RESETTING
+        response.message = 'starting the next episode' if response.success else \
+            f'not waiting for an operator reset (strategy {self.reset_strategy}, phase {self.phase})'
+        if response.success:
+            self.set_phase(STARTING)
+            self.pending_state = None  # s0 is the first joint state after the confirmation
+        return response
 
     def on_reset_done(self, future) -> None:
         result = future.result()
