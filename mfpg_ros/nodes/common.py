@@ -9,6 +9,7 @@ from typing import Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -62,19 +63,23 @@ class Rejections:
 
 
 class Diagnostics:
-    """Publishes one DiagnosticStatus for this node on /diagnostics at a fixed period."""
+    """Publishes one DiagnosticStatus for this node on /diagnostics at a fixed period (steady clock, so it keeps
+    going under simulated time): the node's values plus one counter per rejected topic and reason."""
 
-    def __init__(self, node: Node, values: Callable[[], dict], period: float = 1.0,
-                 level: Callable[[], tuple[int, str]] | None = None):
-        self.node, self.values, self.level = node, values, level or (lambda: (DiagnosticStatus.OK, 'ok'))
+    def __init__(self, node: Node, values: Callable[[], dict], rejections: Rejections | None = None,
+                 period: float = 1.0, level: Callable[[], tuple[int, str]] | None = None):
+        self.node, self.values, self.rejections = node, values, rejections
+        self.level = level or (lambda: (DiagnosticStatus.OK, 'ok'))
         self.pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        node.create_timer(period, self.publish)
+        node.create_timer(period, self.publish, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def publish(self) -> None:
         lvl, message = self.level()
         status = DiagnosticStatus(level=lvl, name=f'mfpg_ros: {self.node.get_fully_qualified_name()}',
                                   message=message, hardware_id=self.node.get_namespace())
         status.values = [KeyValue(key=k, value=str(v)) for k, v in self.values().items()]
+        if self.rejections is not None:
+            status.values += self.rejections.key_values()
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub.publish(msg)

@@ -63,10 +63,12 @@ class HifiInterface(Node):
         self.create_service(Trigger, 'confirm_reset', self.on_operator_confirm)
         self.create_timer(0.5, self.request_reset_when_ready)
         self.create_timer(0.05, self.check_stall, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        Diagnostics(self, lambda: {'phase': self.phase, 'waiting_for': self.waiting_for(), 'episodes': self.episodes, 'segments': self.segments,
+        Diagnostics(self, lambda: {'phase': self.phase, 'waiting_for': self.waiting_for(), 'episodes': self.episodes,
+                                   'segments': self.segments,
                                    'policy_version': self.latest_version,
                                    'stale_actions': self.stale_actions, 'aborted_segments': self.aborted,
-                                   'rejected': self.rejections.total})
+                                   'rejected': self.rejections.total},
+                    rejections=self.rejections)
 
     def waiting_for(self) -> str:
         if self.phase == RESETTING:

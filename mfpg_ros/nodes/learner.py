@@ -59,7 +59,7 @@ class LearnerNode(Node):
         self.create_subscription(UInt8MultiArray, LOFI_EPISODES, lambda m: self.on_episode(m, LOFI_EPISODES),
                                  EPISODES)
         self.create_timer(0.1, self.maybe_update)
-        Diagnostics(self, self.diagnostics)
+        Diagnostics(self, self.diagnostics, rejections=self.rejections)
         if self.run_dir:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.publish_weights()

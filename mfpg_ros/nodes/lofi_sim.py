@@ -50,7 +50,8 @@ class LofiSim(Node):
         self.create_timer(0.005, self.run_pool)
         Diagnostics(self, lambda: {'policy_version': self.version, 'replays': self.replays,
                                    'pool_steps': self.pool_steps, 'stale_dropped': self.stale,
-                                   'waiting': len(self.waiting), 'rejected': self.rejections.total})
+                                   'waiting': len(self.waiting), 'rejected': self.rejections.total},
+                    rejections=self.rejections)
 
     def on_weights(self, msg: UInt8MultiArray) -> None:
         try:

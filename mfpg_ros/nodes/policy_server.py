@@ -44,7 +44,7 @@ class PolicyServer(LifecycleNode):
         self.active = self.estopped = self.stale = self.idle = False
         self.last_obs_time = None
         self.actions = self.watchdog_trips = 0
-        Diagnostics(self, self.diagnostics, level=self.health)
+        Diagnostics(self, self.diagnostics, level=self.health, rejections=self.rejections)
         if self.params['autostart']:
             self.trigger_configure()
             self.trigger_activate()

@@ -47,7 +47,8 @@ class TwinPlant(Node):
         if self.mode == 'realtime':
             self.create_timer(self.task.dt, self.advance)
         Diagnostics(self, lambda: {'steps': self.steps, 'resets': self.resets, 'diverged': self.diverged,
-                                   'rejected': self.rejections.total, 'mode': self.mode})
+                                   'rejected': self.rejections.total, 'mode': self.mode},
+                    rejections=self.rejections)
         self.reset_state()
         self.get_logger().info(f'{cfg.task} twin ({cfg.hifi_variant or "nominal"}), {self.mode}, '
                                f'{1 / self.task.dt:.0f} Hz, commands on {command_topic}')

@@ -1,0 +1,220 @@
+"""The high-fidelity side over real DDS: policy_server safety (watchdog, e-stop, lifecycle, contract, limits) and
+hifi_interface with another plant wiring."""
+import array
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
+from std_msgs.msg import Bool, Float64MultiArray, String, UInt8MultiArray
+from std_srvs.srv import Trigger
+
+from mfpg_ros.core.codec import decode_episode, encode_weights
+from mfpg_ros.core.contract import Contract
+from mfpg_ros.core.policy import ActorCritic
+from mfpg_ros.nodes.common import LATCHED
+from mfpg_ros.sim.tasks import make_task
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG, TWIN = str(ROOT / 'config' / 'train.yaml'), str(ROOT / 'config' / 'hardware' / 'twin.yaml')
+TASK = make_task('cartpole')
+EFFORT = float(TASK.effort_per_action[0])
+COMMANDS = 'effort_controller/commands'
+
+
+def args(*files, **params):
+    out = ['--ros-args']
+    for f in (CONFIG, *files):
+        out += ['--params-file', f]
+    for key, value in params.items():
+        out += ['-p', f'{key}:={value}']
+    return out
+
+
+def weights_msg(version=0, bias=None, contract=TASK.contract):
+    model = ActorCritic(TASK.contract.obs_dim, TASK.contract.act_dim)
+    if bias is not None:
+        with torch.no_grad():
+            model.pi[-1].bias.fill_(bias)
+    return UInt8MultiArray(data=array.array('B', encode_weights(model, version=version, contract=contract)))
+
+
+def observation(seq):
+    msg = Float64MultiArray()
+    msg.data = array.array('d', [float(seq), 0.0, 0.01, 0.0, 0.0])
+    return msg
+
+
+def service(probe, srv_type, name, request):
+    client = probe.node.create_client(srv_type, probe.resolve(name))
+    probe.wait_until(client.service_is_ready, 30, f'service {name}')
+    future = client.call_async(request)
+    probe.wait_until(future.done, 30, f'{name} response')
+    return future.result()
+
+
+class PolicyServerHarness:
+    """A probe that plays hifi_interface for one policy_server: sends observations, watches commands/actions."""
+
+    def __init__(self, probe, proc):
+        self.probe, self.proc = probe, proc
+        self.commands = probe.subscribe(COMMANDS, Float64MultiArray)
+        self.actions = probe.subscribe('hifi/action', Float64MultiArray)
+        self.obs_pub = probe.node.create_publisher(Float64MultiArray, 'hifi/observation', 10)
+        self.seq = 0
+
+    def ready(self):
+        self.probe.wait_until(lambda: self.obs_pub.get_subscription_count() > 0, 30, 'policy_server subscribed',
+                              self.alive)
+        return self
+
+    def alive(self):
+        assert self.proc.poll() is None, 'policy_server died'
+
+    def publish(self, topic, msg, qos=LATCHED):
+        self.probe.publish(topic, msg, qos)
+
+    def step(self, expect_action=True):
+        """One observation; returns the action report (or None if none came within 0.3 s)."""
+        self.seq += 1
+        n = len(self.actions)
+        self.obs_pub.publish(observation(self.seq))
+        try:
+            self.probe.wait_until(lambda: len(self.actions) > n, 5 if expect_action else 0.3, 'action', self.alive)
+        except TimeoutError:
+            if expect_action:
+                raise
+            return None
+        return np.asarray(self.actions[-1].data)
+
+
+@pytest.fixture
+def server(spawn, probe, request):
+    params = {'watchdog_timeout_s': 0.1, 'safe_command': 'zero', **getattr(request, 'param', {})}
+    proc = spawn('policy_server', args(**params))
+    harness = PolicyServerHarness(probe, proc)
+    if params.get('autostart', True):  # an unconfigured lifecycle node has no subscriptions yet
+        harness.ready().publish('policy/weights', weights_msg(0))
+    return harness
+
+
+def test_watchdog_sends_the_safe_command_within_the_timeout(server):
+    delays = []
+    for trial in range(3):
+        for _ in range(5):
+            assert server.step() is not None
+        n = len(server.commands)
+        last_obs = time.monotonic()
+        server.probe.wait_until(lambda: len(server.commands) > n, 5, 'watchdog command', server.alive)
+        delays.append(time.monotonic() - last_obs)
+        assert list(server.commands[-1].data) == [0.0]
+    print(f'watchdog reaction (s): {[round(d, 3) for d in delays]}')
+    assert max(delays) < 0.1 + 0.1  # timeout + margin for the check period and a loaded machine
+
+
+def test_estop_latches_survives_new_weights_and_reset_releases(server):
+    assert server.step() is not None
+    server.publish('estop', Bool(data=True), qos=10)
+    server.probe.wait_until(lambda: list(server.commands[-1].data) == [0.0], 5, 'e-stop zero command')
+    assert server.step(expect_action=False) is None
+    server.publish('policy/weights', weights_msg(1))
+    assert server.step(expect_action=False) is None
+    result = service(server.probe, Trigger, 'estop_reset', Trigger.Request())
+    assert result.success
+    report = server.step()
+    assert report is not None and report[1] == 1.0  # acting again, with the new weights
+
+
+def test_weights_for_another_contract_are_refused_old_policy_keeps_running(server):
+    assert server.step()[1] == 0.0
+    other = Contract('other_rig', TASK.contract.observation_names, TASK.contract.action_names,
+                     TASK.contract.action_low, TASK.contract.action_high, 100.0, 2, 2)
+    model = ActorCritic(TASK.contract.obs_dim, TASK.contract.act_dim)
+    server.publish('policy/weights', UInt8MultiArray(data=array.array(
+        'B', encode_weights(model, version=5, contract=other))))
+    diag = server.probe.subscribe('/diagnostics', DiagnosticArray)
+    server.probe.wait_until(lambda: any(kv.key.startswith('rejected policy/weights ContractError')
+                                        for m in diag for s in m.status for kv in s.values), 10,
+                            'ContractError counted in /diagnostics')
+    assert server.step()[1] == 0.0  # still version 0
+
+
+@pytest.mark.parametrize('server', [{'command_scale': 0.5, 'max_command_rate': 10.0}], indirect=True)
+def test_adversarial_policy_output_is_clamped_and_slew_limited(server):
+    server.publish('policy/weights', weights_msg(1, bias=1e6))  # mean action 1e6 units
+    versions = [server.step()[1] for _ in range(8)]
+    efforts = [m.data[0] for m in server.commands]  # every command sent, under both policies
+    max_step = 10.0 * TASK.dt * EFFORT
+    print(f'efforts {np.round(efforts, 3)} (limit {0.5 * EFFORT}, max step {max_step})')
+    assert versions[-1] == 1.0 and efforts[-1] == pytest.approx(0.5 * EFFORT)  # pinned at the limit
+    assert max(np.abs(efforts)) <= 0.5 * EFFORT + 1e-9
+    assert np.all(np.abs(np.diff([0.0, *efforts])) <= max_step + 1e-9)
+
+
+@pytest.mark.parametrize('server', [{'autostart': False}], indirect=True)
+def test_inactive_policy_server_never_commands(server):
+    change = 'policy_server/change_state'
+    assert service(server.probe, ChangeState, change, ChangeState.Request(
+        transition=Transition(id=Transition.TRANSITION_CONFIGURE))).success
+    server.ready().publish('policy/weights', weights_msg(0))
+    for _ in range(3):  # configured but inactive: observations are answered by nothing
+        assert server.step(expect_action=False) is None
+    assert not server.commands
+    assert service(server.probe, ChangeState, change, ChangeState.Request(
+        transition=Transition(id=Transition.TRANSITION_ACTIVATE))).success
+    server.publish('policy/weights', weights_msg(1))  # subscriptions exist once configured
+    def acting_with_v1():
+        report = server.step(expect_action=False)
+        return report is not None and report[1] == 1.0
+    server.probe.wait_until(acting_with_v1, 10, 'acting with weights version 1')
+    assert server.commands
+    assert service(server.probe, ChangeState, change, ChangeState.Request(
+        transition=Transition(id=Transition.TRANSITION_DEACTIVATE))).success
+    n = len(server.commands)
+    assert server.step(expect_action=False) is None
+    server.probe.wait_until(lambda: len(server.commands) >= n, 1, 'settle')
+    assert len(server.commands) <= n + 1  # at most the one safe command sent on deactivation
+
+
+def test_another_plant_wiring_trains_with_hifi_interface_unchanged(spawn, probe):
+    """A plant that publishes joints in another order with an extra joint, on other topic names: only the
+    hardware parameters change, hifi_interface and policy_server code do not."""
+    wiring = {'command_topic': 'cart_effort_controller/commands', 'joint_states_topic': 'robot/joint_states',
+              'reset_service': 'robot/reset'}
+    twin = dict(wiring, published_joints='[pole_hinge, wheel_encoder, cart_slider]')
+    fast = {'algo.pool_steps_per_env': 50, 'iterations': 2, 'target_return': '.nan'}
+    summary = probe.subscribe('metrics/summary', String)
+    procs = [spawn('twin_plant', args(TWIN, **twin, **fast)),
+             spawn('policy_server', args(TWIN, **wiring, **fast)),
+             spawn('hifi_interface', args(TWIN, **wiring, **fast)),
+             spawn('lofi_sim', args(**fast)), spawn('learner', args(**fast))]
+    probe.wait_until(lambda: len(summary) >= 2, 120, 'two iterations',
+                     lambda: [p.poll() in (None, 0) or pytest.fail(f'{p.name} died') for p in procs])
+    rows = [json.loads(m.data) for m in summary]
+    assert rows[-1]['done'] and all(r['n_pairs'] == r['hf_segments'] for r in rows)
+
+
+def test_stalled_step_aborts_the_segment_and_never_sends_it(spawn, probe):
+    fast = {'algo.hf_steps_per_iter': 400}
+    episodes = probe.subscribe('hifi/episodes', UInt8MultiArray)
+    diag = probe.subscribe('/diagnostics', DiagnosticArray)
+    spawn('twin_plant', args(TWIN, **fast))
+    server = spawn('policy_server', args(TWIN, **fast))
+    spawn('hifi_interface', args(TWIN, **fast))
+    probe.publish('policy/weights', weights_msg(0), LATCHED, subscribers=2)
+    actions = probe.subscribe('hifi/action', Float64MultiArray)
+    probe.wait_until(lambda: len(actions) >= 5, 30, 'hifi steps running')
+    server.interrupt()  # the actor disappears mid-episode
+
+    def aborted():
+        return any(kv.key == 'aborted_segments' and int(kv.value) >= 1
+                   for m in diag for s in m.status if 'hifi_interface' in s.name for kv in s.values)
+    probe.wait_until(aborted, 10, 'hifi_interface reports an aborted segment')
+    sent = [decode_episode(m.data) for m in episodes]
+    assert not any(e.aborted for e in sent)
+    assert sum(len(e) for e in sent) < len(actions)  # the open segment's steps were dropped, not sent
