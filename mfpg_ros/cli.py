@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ('throughput', 'variance', 'latency', 'graph')
+BENCHMARKS = ('throughput', 'variance', 'latency', 'graph', 'watchdog', 'suite', 'report', 'fuzz', 'scaleout')
 
 
 def main(argv: list[str] | None = None) -> int:

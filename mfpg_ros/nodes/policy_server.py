@@ -66,7 +66,7 @@ class PolicyServer(LifecycleNode):
         self.create_subscription(Bool, 'estop', self.on_estop, CONTROL)
         self.create_subscription(Bool, IDLE, self.on_idle, CONTROL)  # volatile: works with any publisher
         self.create_service(Trigger, 'estop_reset', self.on_estop_reset)
-        period = max(p['watchdog_timeout_s'] / 4, 0.002)
+        period = max(p["watchdog_timeout_s"] / 10, 0.002)  # reaction within timeout + one check period
         self.create_timer(period, self.watchdog, clock=self.steady)
         return TransitionCallbackReturn.SUCCESS
 
