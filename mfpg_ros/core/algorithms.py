@@ -18,13 +18,18 @@ from mfpg_ros.core.episode import Episode
 from mfpg_ros.core.policy import ActorCritic
 
 
+def seeded_model(cfg: AlgoConfig, contract: Contract, seed: int) -> tuple[ActorCritic, torch.optim.Adam]:
+    """The policy/value net initialised from `seed` alone (global torch RNG untouched), and its optimiser."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ActorCritic(contract.obs_dim, contract.act_dim, cfg.hidden, cfg.log_std_init)
+    return model, torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+
+
 class Learner:
     def __init__(self, cfg: AlgoConfig, contract: Contract, seed: int = 0):
         self.cfg, self.contract = cfg, contract
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.model = ActorCritic(contract.obs_dim, contract.act_dim, cfg.hidden, cfg.log_std_init)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.model, self.optimizer = seeded_model(cfg, contract, seed)
         self.coef = est.Coefficient()
         self.permutation_rng = np.random.default_rng([seed, 7])
         self.version = 0

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from mfpg_ros.core import estimator as est
+from mfpg_ros.core.algorithms import seeded_model
 from mfpg_ros.core.config import AlgoConfig
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.episode import Episode
-from mfpg_ros.core.policy import ActorCritic
 
 PPO_ALGORITHMS = ('ppo', 'mf_ppo')
 
@@ -73,10 +73,7 @@ class PPOLearner:
         if cfg.estimator.vector_c or cfg.estimator.permutation_quirk:
             raise ValueError('mf_ppo supports neither estimator.vector_c nor estimator.permutation_quirk')
         self.cfg, self.contract = cfg, contract
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.model = ActorCritic(contract.obs_dim, contract.act_dim, cfg.hidden, cfg.log_std_init)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.model, self.optimizer = seeded_model(cfg, contract, seed)
         self.coef = est.Coefficient()
         self.minibatch_rng = np.random.default_rng([seed, 11])  # HF/pair minibatch order: the same as plain PPO's
         self.pool_rng = np.random.default_rng([seed, 13])  # pool slices: separate, so c = 0 stays plain PPO

@@ -15,6 +15,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import UInt8MultiArray
 
+from mfpg_ros.core.codec import CodecError, decode_weights
+
 # Every name is relative, so a namespace runs a second robot beside the first.
 WEIGHTS = 'policy/weights'
 HIFI_EPISODES = 'hifi/episodes'
@@ -83,6 +85,20 @@ class Diagnostics:
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub.publish(msg)
+
+
+def newer_weights(msg: UInt8MultiArray, contract, key: bytes | None, version: int, rejections: Rejections):
+    """Decoded weights if valid for `contract` (and signed, when a key is set) and newer than `version`; else None
+    with the reason counted. Weights made for another contract are refused: the current policy stays."""
+    try:
+        weights = decode_weights(msg_bytes(msg), contract=contract, key=key)
+    except CodecError as err:
+        rejections(WEIGHTS, err)
+        return None
+    if weights.version <= version:
+        rejections(WEIGHTS, f'out-of-order weights version {weights.version} <= {version}')
+        return None
+    return weights
 
 
 def signing_key(node: Node) -> bytes | None:

@@ -8,12 +8,12 @@ import zlib
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
-from mfpg_ros.core.codec import CodecError, build_model, decode_episode, decode_weights, encode_episode
+from mfpg_ros.core.codec import CodecError, build_model, decode_episode, encode_episode
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.learners import needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, WEIGHTS, Diagnostics, \
-    Rejections, bytes_msg, msg_bytes, run, signing_key
+    Rejections, bytes_msg, msg_bytes, newer_weights, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
@@ -54,13 +54,8 @@ class LofiSim(Node):
                     rejections=self.rejections)
 
     def on_weights(self, msg: UInt8MultiArray) -> None:
-        try:
-            weights = decode_weights(msg_bytes(msg), contract=self.contract, key=self.key)
-        except CodecError as err:
-            self.rejections(WEIGHTS, err)
-            return
-        if weights.version <= self.version:
-            self.rejections(WEIGHTS, f'out-of-order weights version {weights.version} <= {self.version}')
+        weights = newer_weights(msg, self.contract, self.key, self.version, self.rejections)
+        if weights is None:
             return
         self.policy, self.version = NumpyPolicy(build_model(weights)), weights.version
         waiting, self.waiting = self.waiting, []

@@ -20,11 +20,11 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from mfpg_ros.core.codec import CodecError, build_model, decode_weights
+from mfpg_ros.core.codec import build_model
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.core.safety import CommandGate
 from mfpg_ros.nodes.common import ACTION, CONTROL, IDLE, LATCHED, OBSERVATION, WEIGHTS, Diagnostics, Rejections, \
-    msg_bytes, run, signing_key
+    newer_weights, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 
@@ -81,15 +81,9 @@ class PolicyServer(LifecycleNode):
 
     # ---- inputs --------------------------------------------------------------------------------------------
     def on_weights(self, msg: UInt8MultiArray) -> None:
-        try:
-            weights = decode_weights(msg_bytes(msg), contract=self.contract, key=self.key)
-        except CodecError as err:  # includes weights made for another contract: keep the current policy
-            self.rejections(WEIGHTS, err)
-            return
-        if weights.version <= self.version:
-            self.rejections(WEIGHTS, f'out-of-order weights version {weights.version} <= {self.version}')
-            return
-        self.policy, self.version = NumpyPolicy(build_model(weights)), weights.version
+        weights = newer_weights(msg, self.contract, self.key, self.version, self.rejections)
+        if weights is not None:
+            self.policy, self.version = NumpyPolicy(build_model(weights)), weights.version
 
     def on_estop(self, msg: Bool) -> None:
         if msg.data and not self.estopped:
