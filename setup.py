@@ -3,7 +3,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = 'mfpg_ros'
-NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant', 'bag_recorder')
+NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant', 'bag_recorder', 'gazebo_reset')
 
 setup(
     name=PACKAGE,
@@ -13,7 +13,7 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
         (f'share/{PACKAGE}/launch', glob('launch/*.py')),
-        (f'share/{PACKAGE}/config', glob('config/*.yaml')),
+        (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.perspective')),
         (f'share/{PACKAGE}/config/hardware', glob('config/hardware/*.yaml')),
         (f'share/{PACKAGE}/urdf', glob('urdf/*')),
     ],

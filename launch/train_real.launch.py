@@ -7,19 +7,25 @@ The nodes, their parameters and remappings come from mfpg_ros.graph, the same sp
 Launch arguments are strings; typed values reach the nodes through graph.build_graph, never raw.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
-from launch.substitutions import LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, LogInfo, OpaqueFunction, Shutdown
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
 
 from mfpg_ros import graph
 
 
 def gazebo_hook(context, namespace):
-    """Hook for hardware:=gazebo: the actions that start Gazebo with the cart-pole (gz_sim with urdf/cartpole.urdf,
-    ros_gz_bridge for /clock, controller spawners for joint_state_broadcaster and effort_controller, and a Trigger
-    'reset' adapter). Not part of this package yet: start Gazebo yourself, then this graph connects to it."""
-    return [LogInfo(msg='hardware:=gazebo: expecting a running Gazebo with gz_ros2_control '
-                        '(joint_states, effort_controller/commands, reset); see config/hardware/gazebo.yaml')]
+    """hardware:=gazebo: start Gazebo Sim with the cart-pole under gz_ros2_control (launch/gazebo.launch.py)."""
+    return [IncludeLaunchDescription(
+        PathJoinSubstitution([FindPackageShare(graph.PACKAGE), 'launch', 'gazebo.launch.py']),
+        launch_arguments={'namespace': namespace}.items())]
+
+
+def real_hook(context, namespace):
+    """hardware:=real: the robot's own bringup must be running; hifi_interface reports what it waits for."""
+    return [LogInfo(msg='hardware:=real: expecting the robot bringup (joint_state_broadcaster, effort controller, '
+                        'see config/hardware/real.yaml); activate policy_server when ready')]
 
 
 def nodes_from_graph(context):
@@ -30,7 +36,7 @@ def nodes_from_graph(context):
     overrides = {'task': arg('task')} if arg('task') else {}
     specs = graph.build_graph(hardware=hardware, namespace=namespace, config=arg('config') or None,
                               run_dir=arg('run_dir') or None, overrides=overrides)
-    actions = gazebo_hook(context, namespace) if hardware == 'gazebo' else []
+    actions = {'gazebo': gazebo_hook, 'real': real_hook}.get(hardware, lambda *_: [])(context, namespace)
     for spec in specs:
         actions.append(Node(
             package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=spec.namespace or None,

@@ -50,7 +50,7 @@ class HifiInterface(Node):
                                         prefix=f'{self.get_namespace().strip("/") or "hf"}-{cfg.seed}')
         self.phase, self.latest_version, self.seq, self.pending_state = WAITING, -1, 0, None
         self.early_state, self.phase_since, self.last_stamp, self.latest_state = None, time.monotonic(), None, None
-        self.episodes = self.segments = self.stale_actions = self.aborted = 0
+        self.episodes = self.segments = self.stale_actions = self.aborted = self.idle_ticks = 0
         self.rejections = Rejections(self)
 
         self.obs_pub = self.create_publisher(Float64MultiArray, OBSERVATION, CONTROL)
@@ -138,6 +138,10 @@ class HifiInterface(Node):
 
     # ---- episode flow --------------------------------------------------------------------------------------
     def request_reset_when_ready(self) -> None:
+        self.idle_ticks = self.idle_ticks + 1 if self.phase == WAITING else 0
+        if self.idle_ticks % 10 == 9:  # every 5 s while nothing happens: say what is missing
+            self.get_logger().warn(f'waiting for {self.waiting_for()}: joint_states seen: '
+                                   f'{self.latest_state is not None}, policy version: {self.latest_version}')
         ready = self.reset_strategy == 'operator' or self.reset_client.service_is_ready()
         if self.phase == WAITING and self.latest_version >= 0 and ready:
             self.request_reset()
