@@ -5,7 +5,8 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ('throughput', 'variance', 'latency', 'graph', 'watchdog', 'suite', 'report', 'fuzz', 'scaleout')
+BENCHMARKS = ('throughput', 'variance', 'latency', 'graph', 'watchdog', 'suite', 'report', 'fuzz', 'scaleout',
+              'ppo_anchor')
 
 
 def main(argv: list[str] | None = None) -> int:
