@@ -89,13 +89,13 @@ class Learner:
             var = float(x_h.detach().var(unbiased=False)) if len(fit) else 0.0
             return -x_h.mean(), fit, {'c': 0.0, 'n_pairs': 0, 'n_aligned': len(fit), 'var_without_cv': var,
                                       'var_with_cv': var, 'var_ratio': 1.0}
-        cut = [min(len(h), len(l)) for h, l in pairs] if e.trim_pairs else [len(l) for _, l in pairs]
-        lf = est.flatten([l for _, l in pairs], gamma, cut)
+        cut = [min(len(h), len(r)) for h, r in pairs] if e.trim_pairs else [len(r) for _, r in pairs]
+        lf = est.flatten([r for _, r in pairs], gamma, cut)
         if e.trim_pairs:
             hf = est.flatten([h for h, _ in pairs], gamma, cut)
         else:
             hf = est.flatten(hifi, gamma)
-        mean_source = pool if e.mu_from_pool_only else [*(l for _, l in pairs), *pool]
+        mean_source = pool if e.mu_from_pool_only else [*(r for _, r in pairs), *pool]
         mu = est.flatten(mean_source, gamma)
 
         adv_h, adv_l, adv_mu = self._advantages(hf), self._advantages(lf), self._advantages(mu)

@@ -91,7 +91,8 @@ class Coefficient:
 
 
 def mf_policy_loss(x_h: torch.Tensor, x_l: torch.Tensor, x_mu: torch.Tensor, c: float) -> torch.Tensor:
-    """Negative MF surrogate (over the last axis; leading axes are independent batches): -[mean(x_h) + c * (mean(x_l) - mean(x_mu))], x = A * log pi (A detached).
+    """Negative MF surrogate -[mean(x_h) + c * (mean(x_l) - mean(x_mu))] with x = A * log pi (A detached), over
+    the last axis (leading axes are independent batches).
 
     Its gradient is the estimator g = X_h + c (X_l - mu_l); unbiased for any fixed c when E[x_l] = E[x_mu].
     """

@@ -118,9 +118,9 @@ class PPOLearner:
             hf, empty = self._rollout(hifi), self._rollout([])
             return Batch(hf, empty, empty, mf=False), {'n_pairs': 0, 'n_aligned': len(hf), 'n_pool': 0}
         pairs = est.pair_segments(hifi, paired) if e.trim_pairs else []
-        cut = [min(len(h), len(l)) for h, l in pairs]
+        cut = [min(len(h), len(r)) for h, r in pairs]
         hf = self._rollout([h for h, _ in pairs], cut) if e.trim_pairs else self._rollout(hifi)
-        lf, mu = self._rollout([l for _, l in pairs], cut), self._rollout(pool)
+        lf, mu = self._rollout([r for _, r in pairs], cut), self._rollout(pool)
         if self.cfg.ppo.normalize_advantage and len(mu) > 1:
             # one affine map for paired LF and pool alike, symmetric in all LF steps: the CV's two means stay equal
             everything = torch.cat([lf.advantages, mu.advantages])

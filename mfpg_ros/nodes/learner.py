@@ -145,7 +145,8 @@ class LearnerNode(Node):
                 writer.writeheader()
             writer.writerow(metrics)
         if self.done or self.learner.version % self.checkpoint_every == 0:
-            save_checkpoint(self.learner, self.run_dir / 'checkpoints' / f'learner_{self.learner.version:06d}.safetensors',
+            name = f'learner_{self.learner.version:06d}.safetensors'
+            save_checkpoint(self.learner, self.run_dir / 'checkpoints' / name,
                             extra={'config': self.cfg.to_dict()})
 
     def diagnostics(self) -> dict:

@@ -1,8 +1,9 @@
 """policy_server: the high-fidelity side's actor and the only node that commands the robot (lifecycle node).
 
 Observation in (from hifi_interface) -> a = mu(s) + sigma * eps -> command gate (clamp, slew limit, in action
-units) -> joint efforts (action x the task's effort per action unit) on the robot's forward command controller; the action, eps, command and policy version go back to hifi_interface so
-the episode can be paired with low-fidelity replays of the same noise.
+units) -> joint efforts (action x the task's effort per action unit) on the robot's forward command controller.
+The action, eps, command and policy version go back to hifi_interface so the episode can be paired with
+low-fidelity replays of the same noise.
 
 Lifecycle: configure (contract, weights subscription), activate (start commanding), deactivate (send the safe
 command once, then stay silent). Safety: stale-observation watchdog, software e-stop (latched `estop` Bool topic,
