@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('command', choices=['train', 'train-inprocess', 'replay', 'bench'],
                         help='train: full ROS 2 node graph; train-inprocess: no ROS; replay BAG: re-run the learner '
                              'on a recorded run; bench NAME: a benchmark')
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_args(argv[:1]), argv[1:]  # the rest, --help included, goes to the subcommand
     if args.command == 'bench':
         if not rest or rest[0] not in BENCHMARKS:
             parser.error(f'bench needs one of {BENCHMARKS}')
