@@ -127,6 +127,7 @@ class Fuzzer:
         self.probe, self.procs, self.rate = probe, procs, rate
         self.diagnostics = DiagnosticsFeed(probe)
         self.deaths: list[str] = []
+        self.settled = False
 
     def check_alive(self, recent=()) -> None:
         for name, proc in self.procs.items():
@@ -147,7 +148,8 @@ class Fuzzer:
     def fuzz_topic(self, plan: TopicPlan, cases, settle_timeout: float) -> TopicResult:
         expected: dict[tuple[str, str], int] = {}
         untouched = [(node, key) for node, keys in SIDE_EFFECTS.items() for key in keys]
-        self.diagnostics.wait_fresh(NODES, check=self.check_alive)
+        if not self.settled:  # the previous topic ended on fresh values already
+            self.diagnostics.wait_fresh(NODES, check=self.check_alive)
         before, reasons_before = self.counters(untouched), self.reason_counters(plan.counters, plan.topic)
         start = self.counters({(n, k) for c in cases for n, k in (plan.stale if c.stale else plan.counters).items()
                                if k is not None})
@@ -179,6 +181,7 @@ class Fuzzer:
             self.probe.wait_until(caught_up, settle_timeout, f'counters for {plan.topic}',
                                   lambda: self.check_alive(sent))
         self.diagnostics.wait_fresh(NODES, check=lambda: self.check_alive(sent))  # nothing more arrives
+        self.settled = True
         now, after = self.counters(expected), self.counters(untouched)
         reasons = self.reason_counters(plan.counters, plan.topic)
         self.probe.node.destroy_publisher(pub)

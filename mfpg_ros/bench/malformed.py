@@ -21,7 +21,11 @@ from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
 
 HUGE_BYTES = 4 << 20  # "huge" payloads: a few MB, far above any real control message
-HUGE_PER_TOPIC = 3
+HUGE_PER_TOPIC = 3  # at most; each costs a wait until the subscribers counted it
+
+
+def huge_count(n: int) -> int:
+    return min(HUGE_PER_TOPIC, max(1, n // 25))
 
 
 @dataclass
@@ -205,7 +209,7 @@ def byte_cases(factory: PayloadFactory, topic_kind: str, n: int) -> list[Case]:
     stale = (lambda: factory.weights(factory.stale_version)) if is_weights else valid
 
     kinds = list(makers)
-    cases = [Case('huge', factory.huge(valid()), huge=True) for _ in range(min(HUGE_PER_TOPIC, n))]
+    cases = [Case('huge', factory.huge(valid()), huge=True) for _ in range(huge_count(n))]
     cases += [Case('stale version', stale(), stale=True) for _ in range(max(1, n // 20)) if len(cases) < n]
     while len(cases) < n:
         kind = kinds[len(cases) % len(kinds)]
@@ -217,7 +221,7 @@ def byte_cases(factory: PayloadFactory, topic_kind: str, n: int) -> list[Case]:
 def float_cases(rng: np.random.Generator, size: int, n: int) -> list[Case]:
     """Float64MultiArray data a node expecting exactly `size` finite values must refuse."""
     lengths = sorted({0, 1, size - 1, size + 1, 2 * size + 3, 1000} - {size})
-    cases = [Case('huge', [0.0] * (HUGE_BYTES // 8), huge=True) for _ in range(min(HUGE_PER_TOPIC, n))]
+    cases = [Case('huge', [0.0] * (HUGE_BYTES // 8), huge=True) for _ in range(huge_count(n))]
     while len(cases) < n:
         if len(cases) % 2:
             cases.append(Case('wrong size', rng.normal(size=int(rng.choice(lengths))).tolist()))
@@ -244,7 +248,7 @@ def joint_state_cases(rng: np.random.Generator, joints: list[str], n: int) -> li
     }
     kinds = list(makers)
     huge_names = [f'j{i}' for i in range(HUGE_BYTES // 64)]
-    cases = [Case('huge', (huge_names, [0.0] * len(huge_names), []), huge=True) for _ in range(min(2, n))]
+    cases = [Case('huge', (huge_names, [0.0] * len(huge_names), []), huge=True) for _ in range(huge_count(n))]
     while len(cases) < n:
         kind = kinds[len(cases) % len(kinds)]
         cases.append(Case(kind, makers[kind]()))
