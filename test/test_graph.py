@@ -55,26 +55,27 @@ def test_graph_trains_the_cartpole_with_paired_replays(spawn, probe):
 
 
 def test_graph_update_equals_the_in_process_learner(spawn, probe):
-    params = {'algo.pool_steps_per_env': 50, 'iterations': 1, 'target_return': '.nan', 'seed': 7}
+    params = {'algo.pool_steps_per_env': 50, 'iterations': 1, 'target_return': '.nan', 'seed': 7,
+              'lofi_timeout_s': 600.0}  # a loaded machine must not turn this into an HF-only update
     weights = probe.subscribe('policy/weights', UInt8MultiArray, LATCHED)
     hifi = probe.subscribe('hifi/episodes', UInt8MultiArray)
     lofi = probe.subscribe('lofi/episodes', UInt8MultiArray)
     check = start_graph(spawn, **params)
-    summaries(probe, 'metrics/summary', 1, check)
+    assert summaries(probe, 'metrics/summary', 1, check)[0]['lofi_timeouts'] == 0
     probe.wait_until(lambda: len(weights) >= 2, 30, 'weights version 1', check)
     w0, w1 = (decode_weights(m.data) for m in weights[:2])
     assert (w0.version, w1.version) == (0, 1)
     episodes = [decode_episode(m.data) for m in (*hifi, *lofi)]
     version0 = [e for e in episodes if e.policy_version == 0]
-    cfg = load_config(CONFIG, **{k: v for k, v in params.items() if k != 'target_return'})
+    cfg = load_config(CONFIG, **{k: v for k, v in params.items() if k not in ('target_return', 'lofi_timeout_s')})
     learner = make_learner(cfg.algo, make_task(cfg.task).contract, cfg.seed)
     for name, value in learner.model.state_dict().items():  # same seed -> same initial weights
         assert torch.equal(value, w0.state[name]), name
     learner.update([e for e in version0 if e.fidelity == HIFI],
                    [e for e in version0 if e.fidelity == 'lofi_paired'],
                    [e for e in version0 if e.fidelity == 'lofi_pool'])
-    for name, value in learner.model.state_dict().items():
-        assert torch.allclose(value, w1.state[name], atol=1e-6), name
+    for name, value in learner.model.state_dict().items():  # float32 summation order may differ slightly:
+        assert torch.allclose(value, w1.state[name], atol=1e-5), name  # Adam's first step is ~lr = 3e-3 per weight
 
 
 def test_two_namespaces_train_side_by_side_without_cross_talk(spawn, probe):
