@@ -35,7 +35,7 @@ def nodes_from_graph(context):
     hardware, namespace = arg('hardware'), arg('namespace')
     overrides = {'task': arg('task')} if arg('task') else {}
     specs = graph.build_graph(hardware=hardware, namespace=namespace, config=arg('config') or None,
-                              run_dir=arg('run_dir') or None, overrides=overrides)
+                              run_dir=arg('run_dir') or None, overrides=overrides, record=arg('record') == 'true')
     actions = {'gazebo': gazebo_hook, 'real': real_hook}.get(hardware, lambda *_: [])(context, namespace)
     for spec in specs:
         actions.append(Node(
@@ -56,5 +56,7 @@ def generate_launch_description():
         DeclareLaunchArgument('namespace', default_value='', description='namespace of the whole graph'),
         DeclareLaunchArgument('run_dir', default_value='',
                               description='run folder for checkpoints and metrics.csv (default runs/<timestamp>)'),
+        DeclareLaunchArgument('record', default_value='true', choices=['true', 'false'],
+                              description='record episodes, weights and metrics into <run_dir>/bag (MCAP)'),
         OpaqueFunction(function=nodes_from_graph),
     ])

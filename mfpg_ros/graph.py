@@ -58,7 +58,7 @@ class NodeSpec:
 def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.PathLike | None = None,
                 run_dir: str | os.PathLike | None = None, overrides: dict | None = None,
                 node_params: dict[str, dict] | None = None, remappings=(), lofi_workers: int = 1,
-                lofi_nthread: int = 2) -> list[NodeSpec]:
+                lofi_nthread: int = 2, record: bool = False) -> list[NodeSpec]:
     """The node specs for one robot.
 
     hardware: twin | gazebo | real (selects config/hardware/<hardware>.yaml; twin adds the twin_plant node).
@@ -67,6 +67,7 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
     node_params: extra parameters per node name (e.g. {'learner': {'checkpoint_every': 10}}); 'lofi_sim' applies
         to every lofi worker.
     remappings: (from, to) pairs applied to every node.
+    record: add bag_recorder (not required: its exit does not end training), writing <run_dir>/bag.
     """
     if hardware not in HARDWARE:
         raise ValueError(f'hardware must be one of {HARDWARE}, got {hardware!r}')
@@ -98,6 +99,10 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
             specs.append(NodeSpec(name=name, executable=executable, namespace=namespace, params_files=files,
                                   overrides={**training, **own, **node_params.get(executable, {})},
                                   remappings=tuple(tuple(r) for r in remappings)))
+    if record:
+        specs.append(NodeSpec(name='bag_recorder', executable='bag_recorder', namespace=namespace,
+                              params_files=(config,), overrides={**training, 'bag_path': str(Path(run_dir) / 'bag')},
+                              remappings=tuple(tuple(r) for r in remappings), required=False))
     return specs
 
 

@@ -47,6 +47,7 @@ def parse_args(argv):
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                    help='training config value (algo.lr=1e-3) or node parameter (learner.checkpoint_every=10)')
     p.add_argument('--lofi-workers', type=int, default=1, help='number of lofi_sim processes')
+    p.add_argument('--no-record', action='store_true', help='do not record the run into <run-dir>/bag (MCAP)')
     p.add_argument('--timeout', type=float, help='stop after this many seconds (exit code 124)')
     return p, p.parse_args(argv)
 
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides['target_return'] = args.target_return
         cfg = load_config(config_path, **overrides)
         specs = graph.build_graph(args.hardware, args.namespace, config_path, run_dir, overrides, node_params,
-                                  lofi_workers=args.lofi_workers)
+                                  lofi_workers=args.lofi_workers, record=not args.no_record)
     except (ValueError, TypeError, OSError) as exc:
         parser.error(str(exc))
 

@@ -41,6 +41,13 @@ def test_hardware_selects_the_node_set(hardware, plant, tmp_path):
         assert list(spec.params_files) == expected
 
 
+def test_recording_adds_an_optional_bag_recorder(tmp_path):
+    specs = graph.build_graph('twin', run_dir=tmp_path, record=True)
+    recorder = specs[-1]
+    assert recorder.executable == 'bag_recorder' and not recorder.required
+    assert recorder.overrides['bag_path'] == str(tmp_path.resolve() / 'bag')
+
+
 def test_unknown_hardware_and_config_keys_are_rejected(tmp_path):
     with pytest.raises(ValueError, match='hardware'):
         graph.build_graph('mars', run_dir=tmp_path)
@@ -300,4 +307,5 @@ def test_mfpg_train_end_to_end_on_the_twin(ros_env, tmp_path):
     assert 'final HF return' in result.stdout
     for name in ('config.yaml', 'metrics.csv', 'learning_curve.png'):
         assert (run_dir / name).is_file(), name
-    assert {p.stem for p in (run_dir / 'logs').glob('*.log')} == {*graph.TRAINING_NODES, 'twin_plant'}
+    assert {p.stem for p in (run_dir / 'logs').glob('*.log')} == {*graph.TRAINING_NODES, 'twin_plant', 'bag_recorder'}
+    assert (run_dir / 'bag' / 'metadata.yaml').is_file()  # the run was recorded
