@@ -20,6 +20,9 @@ class IterationData:
         return sum(len(e) for e in getattr(self, group))
 
 
+MAX_FUTURE = 10_000  # segments of the next version held while the current one completes
+
+
 class IterationAssembler:
     """Collects the current version's HF segments, their paired LF replays and the LF pool.
 
@@ -37,6 +40,8 @@ class IterationAssembler:
     def add(self, episode: Episode) -> None:
         if episode.policy_version < self.version:
             self.dropped[f'stale {episode.fidelity}'] += 1
+        elif episode.policy_version > self.version + 1 or len(self.future) >= MAX_FUTURE:
+            self.dropped['too far ahead'] += 1  # only the next version can legitimately start early
         elif episode.policy_version > self.version:
             self.future.append(episode)
         elif episode.fidelity == HIFI:

@@ -114,7 +114,7 @@ class PPOLearner:
     # ---- data ----------------------------------------------------------------------------------------------
     def _batch(self, hifi, paired, pool) -> tuple[Batch, dict]:
         e = self.cfg.estimator
-        if self.cfg.algorithm == 'ppo':
+        if self.cfg.algorithm == 'ppo' or not paired:  # no LF data (e.g. an LF timeout): plain PPO on HF
             hf, empty = self._rollout(hifi), self._rollout([])
             return Batch(hf, empty, empty, mf=False), {'n_pairs': 0, 'n_aligned': len(hf), 'n_pool': 0}
         pairs = est.pair_segments(hifi, paired) if e.trim_pairs else []

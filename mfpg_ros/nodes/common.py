@@ -12,7 +12,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import UInt8MultiArray
 
 from mfpg_ros.core.codec import CodecError, decode_weights
@@ -28,6 +28,7 @@ METRICS = 'metrics'  # namespace of per-iteration std_msgs/Float64 topics; metri
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 EPISODES = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+EPISODES_IN = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)  # readers: lose none
 HISTORY = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,  # late joiners get the whole run so far
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CONTROL = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -45,16 +46,18 @@ def msg_bytes(msg: UInt8MultiArray) -> bytes:
 
 
 class Rejections:
-    """Counts rejected input per topic and reason; logs the first of each kind, then every 100th."""
+    """Counts rejected input per topic and kind; logs the first of each kind, then every 100th, with the detail.
+
+    Kinds are bounded (an exception class or a fixed label), so /diagnostics does not grow with bad input."""
 
     def __init__(self, node: Node):
         self.node, self.counts = node, collections.Counter()
 
-    def __call__(self, topic: str, error: Exception | str) -> None:
-        reason = type(error).__name__ if isinstance(error, Exception) else str(error)
-        n = self.counts[(topic, reason)] = self.counts[(topic, reason)] + 1
+    def __call__(self, topic: str, error: Exception | str, kind: str | None = None) -> None:
+        kind = kind or (type(error).__name__ if isinstance(error, Exception) else 'invalid')
+        n = self.counts[(topic, kind)] = self.counts[(topic, kind)] + 1
         if n % 100 == 1:
-            self.node.get_logger().warn(f'rejected message on {topic} (#{n} of this kind): {error}')
+            self.node.get_logger().warn(f'rejected message on {topic} ({kind} #{n}): {error}')
 
     @property
     def total(self) -> int:
@@ -96,7 +99,7 @@ def newer_weights(msg: UInt8MultiArray, contract, key: bytes | None, version: in
         rejections(WEIGHTS, err)
         return None
     if weights.version <= version:
-        rejections(WEIGHTS, f'out-of-order weights version {weights.version} <= {version}')
+        rejections(WEIGHTS, f'out-of-order weights version {weights.version} <= {version}', 'out-of-order')
         return None
     return weights
 

@@ -120,10 +120,11 @@ class HifiInterface(Node):
     def on_action(self, msg: Float64MultiArray) -> None:
         data, n = np.asarray(msg.data, dtype=np.float64), self.contract.act_dim
         if data.shape != (2 + 3 * n,) or not np.isfinite(data).all():
-            self.rejections(ACTION, f'expected [seq, version, {3 * n} finite values], got {data.size} values')
+            self.rejections(ACTION, f'expected [seq, version, {3 * n} finite values], got {data.size} values',
+                            'malformed')
             return
         if self.phase != OBSERVING or int(data[0]) != self.seq:
-            self.rejections(ACTION, f'action for seq {int(data[0])} while {self.phase} at seq {self.seq}')
+            self.rejections(ACTION, f'action for seq {int(data[0])} while {self.phase} at seq {self.seq}', 'unexpected')
             return
         version, action, eps, command = int(data[1]), data[2:2 + n], data[2 + n:2 + 2 * n], data[2 + 2 * n:]
         if self.on_budget == 'pause' and self.recorder.budget_reached(version):

@@ -20,7 +20,7 @@ from mfpg_ros.core.checkpoint import save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episode, encode_weights
 from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
-from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, HISTORY, LATCHED, LOFI_EPISODES, METRICS, WEIGHTS, \
+from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LATCHED, LOFI_EPISODES, METRICS, WEIGHTS, \
     Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
@@ -55,9 +55,9 @@ class LearnerNode(Node):
         self.summary_pub = self.create_publisher(String, f'{METRICS}/summary', HISTORY)
         self.metric_pubs: dict[str, object] = {}
         self.create_subscription(UInt8MultiArray, HIFI_EPISODES, lambda m: self.on_episode(m, HIFI_EPISODES),
-                                 EPISODES)
+                                 EPISODES_IN)
         self.create_subscription(UInt8MultiArray, LOFI_EPISODES, lambda m: self.on_episode(m, LOFI_EPISODES),
-                                 EPISODES)
+                                 EPISODES_IN)
         self.create_timer(0.1, self.maybe_update)
         Diagnostics(self, self.diagnostics, rejections=self.rejections)
         if self.run_dir:

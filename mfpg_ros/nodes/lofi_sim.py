@@ -12,7 +12,7 @@ from mfpg_ros.core.codec import CodecError, build_model, decode_episode, encode_
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.learners import needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
-from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, WEIGHTS, Diagnostics, \
+from mfpg_ros.nodes.common import EPISODES, EPISODES_IN, HIFI_EPISODES, LATCHED, LOFI_EPISODES, WEIGHTS, Diagnostics, \
     Rejections, bytes_msg, msg_bytes, newer_weights, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.engine import Engine
@@ -46,7 +46,7 @@ class LofiSim(Node):
         self.rejections = Rejections(self)
         self.episode_pub = self.create_publisher(UInt8MultiArray, LOFI_EPISODES, EPISODES)
         self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED)
-        self.create_subscription(UInt8MultiArray, HIFI_EPISODES, self.on_hifi_episode, EPISODES)
+        self.create_subscription(UInt8MultiArray, HIFI_EPISODES, self.on_hifi_episode, EPISODES_IN)
         self.create_timer(0.005, self.run_pool)
         Diagnostics(self, lambda: {'policy_version': self.version, 'replays': self.replays,
                                    'pool_steps': self.pool_steps, 'stale_dropped': self.stale,
@@ -74,8 +74,11 @@ class LofiSim(Node):
             self.process(segment)
 
     def process(self, segment) -> None:
-        if segment.policy_version > self.version:
-            self.waiting.append(segment)
+        if segment.policy_version > self.version + 1 or len(self.waiting) >= 1000:
+            self.rejections(HIFI_EPISODES, f'segment of version {segment.policy_version} while at {self.version}',
+                            'too far ahead')
+        elif segment.policy_version > self.version:
+            self.waiting.append(segment)  # its weights are on the way
         elif segment.policy_version < self.version:
             self.stale += 1
         elif needs_paired(self.algorithm) and not segment.aborted:

@@ -111,13 +111,13 @@ class PolicyServer(LifecycleNode):
         data = np.asarray(msg.data, dtype=np.float64)
         if data.shape != (1 + self.contract.obs_dim,) or not np.isfinite(data).all():
             self.rejections(OBSERVATION, f'expected [seq, {self.contract.obs_dim} finite values], '
-                                         f'got {data.size} values')
+                                         f'got {data.size} values', 'malformed')
             return
         self.last_obs_time, self.stale, self.idle = time.monotonic(), False, False
         if not self.active or self.estopped:
             return
         if self.policy is None:
-            self.rejections(OBSERVATION, 'no policy weights received yet')
+            self.rejections(OBSERVATION, 'no policy weights received yet', 'no weights')
             return
         n = self.contract.act_dim
         eps = np.zeros(n) if self.params['deterministic'] else self.rng.standard_normal(n)

@@ -57,7 +57,7 @@ class TwinPlant(Node):
         command = np.asarray(msg.data, dtype=np.float64)  # joint efforts, N or N m
         if command.shape != self.command.shape or not np.isfinite(command).all():
             self.rejections(self.command_topic,
-                            f'expected {self.command.size} finite efforts, got {list(command)[:8]}')
+                            f'expected {self.command.size} finite efforts, got {command[:8].tolist()}', 'malformed')
             return
         self.command = command / self.task.effort_per_action  # joint efforts -> actuator control units
         if self.mode == 'lockstep':
