@@ -12,7 +12,7 @@ import pytest
 from mfpg_ros import graph
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'train_real.launch.py'
-ARGUMENTS = {'hardware', 'task', 'config', 'namespace', 'run_dir'}
+ARGUMENTS = {'hardware', 'task', 'config', 'namespace', 'run_dir', 'record'}
 
 
 def _ros_module(name: str, attribute: str):
@@ -31,11 +31,15 @@ needs_launch = pytest.mark.skipif(launch is None or launch_ros is None,
                                   reason='launch/launch_ros are not installed (not on PyPI; see ros2_launch_env.md)')
 
 
-def _load_launch_file():
-    spec = importlib.util.spec_from_file_location('train_real_launch', LAUNCH_FILE)
+def _load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem.replace('.', '_'), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.generate_launch_description()
+    return module
+
+
+def _load_launch_file():
+    return _load_module(LAUNCH_FILE).generate_launch_description()
 
 
 def _node_actions(arguments: dict) -> list:
@@ -65,7 +69,7 @@ def test_launch_arguments():
 @pytest.mark.parametrize('hardware', graph.HARDWARE)
 def test_launch_builds_the_graph_of_graph_py(hardware, tmp_path):
     nodes = _node_actions({'hardware': hardware, 'namespace': 'robot1', 'run_dir': str(tmp_path)})
-    specs = graph.build_graph(hardware, namespace='robot1', run_dir=tmp_path)
+    specs = graph.build_graph(hardware, namespace='robot1', run_dir=tmp_path, record=True)  # launch records
     assert [n.node_executable for n in nodes] == [s.executable for s in specs]
     assert {n.node_package for n in nodes} == {graph.PACKAGE}
 
@@ -107,3 +111,19 @@ if launch_pytest is not None and launch_ros is not None:
 else:
     def test_ros2_launch_starts_the_twin_graph():
         pytest.skip('launch_pytest/launch_ros are not installed (not on PyPI; see ros2_launch_env.md)')
+
+
+@needs_launch
+def test_gazebo_launch_builds_the_robot_side():
+    """gazebo.launch.py (Gazebo itself is not installable here): the URDF gets the Gazebo hardware plugin and the
+    controllers file, and the robot side has gz, the spawner of both controllers, the bridge and the reset adapter."""
+    import xml.etree.ElementTree as ET
+    module = _load_module(LAUNCH_FILE.parent / 'gazebo.launch.py')
+    urdf = ET.fromstring(module.gazebo_description())
+    assert urdf.find('ros2_control/hardware/plugin').text == 'gz_ros2_control/GazeboSimSystem'
+    assert urdf.find('gazebo/plugin/parameters').text.endswith('controllers.yaml')
+    context = launch.LaunchContext()
+    context.launch_configurations.update({'namespace': 'robot1', 'headless': 'true'})
+    actions = module.robot_side(context)
+    executables = [getattr(a, 'node_executable', None) for a in actions]
+    assert executables.count('spawner') == 2 and 'gazebo_reset' in executables and 'create' in executables
