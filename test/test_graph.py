@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from std_msgs.msg import String, UInt8MultiArray
 
@@ -94,3 +95,18 @@ def test_two_namespaces_train_side_by_side_without_cross_talk(spawn, probe):
     for ns, inbox in inboxes.items():
         ids = {decode_episode(m.data).episode_id.split('-')[0] for m in inbox}
         assert ids == {ns}, f'{ns} saw episodes from {ids}'
+
+
+def test_learner_resumes_from_its_checkpoint(spawn, probe, tmp_path):
+    from mfpg_ros.core.checkpoint import save_checkpoint
+    cfg = load_config(CONFIG)
+    learner = make_learner(cfg.algo, make_task(cfg.task).contract, seed=11)
+    learner.version = 3  # as if three iterations had run
+    save_checkpoint(learner, tmp_path / 'run' / 'checkpoints' / 'learner_000003.safetensors')
+    weights = probe.subscribe('policy/weights', UInt8MultiArray, LATCHED)
+    proc = spawn('learner', node_args(resume=str(tmp_path / 'run')))
+    probe.wait_until(lambda: weights, 60, 'weights', lambda: proc.poll() is None or pytest.fail('learner died'))
+    resumed = decode_weights(weights[-1].data)
+    assert resumed.version == 3
+    for name, value in learner.model.state_dict().items():
+        assert torch.equal(value, resumed.state[name]), name

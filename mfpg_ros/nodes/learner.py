@@ -16,7 +16,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float64, String, UInt8MultiArray
 
 from mfpg_ros.core.bookkeeping import EpisodeReturns, IterationAssembler
-from mfpg_ros.core.checkpoint import save_checkpoint
+from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episode, encode_weights
 from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
@@ -24,6 +24,17 @@ from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LATCHED, 
     Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
+
+
+def latest_checkpoint(path: str) -> Path:
+    """`path` itself if it is a file, else the newest learner checkpoint in <path>/checkpoints."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    found = sorted((path / 'checkpoints').glob('learner_*.safetensors'))
+    if not found:
+        raise FileNotFoundError(f'no learner checkpoint in {path / "checkpoints"}')
+    return found[-1]
 
 
 class LearnerNode(Node):
@@ -36,6 +47,7 @@ class LearnerNode(Node):
         self.checkpoint_every = self.declare_parameter('checkpoint_every', 10).value
         self.lofi_timeout = self.declare_parameter('lofi_timeout_s', 30.0).value
         self.exit_when_done = self.declare_parameter('exit_when_done', True).value
+        resume = self.declare_parameter('resume', '').value  # a checkpoint file, or a run folder (its latest)
         self.key = signing_key(self)
         task = make_task(cfg.task, cfg.lofi_variant)
         self.contract = task.contract
@@ -43,6 +55,11 @@ class LearnerNode(Node):
         self.learner = make_learner(algo, self.contract, cfg.seed)
         pool_steps = algo.pool_envs * algo.pool_steps_per_env if needs_pool(algo.algorithm) else 0
         self.assembler = IterationAssembler(algo.hf_steps_per_iter, pool_steps, needs_paired(algo.algorithm))
+        if resume:
+            path = latest_checkpoint(resume)
+            load_checkpoint(self.learner, path)
+            self.assembler.version = self.learner.version  # continue from the checkpoint's policy version
+            self.get_logger().info(f'resumed from {path} at policy version {self.learner.version}')
         self.returns = EpisodeReturns(task.max_episode_steps)
         self.recent = collections.deque(maxlen=10)
         self.hf_total = self.lofi_timeouts = 0
@@ -63,7 +80,7 @@ class LearnerNode(Node):
         if self.run_dir:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.publish_weights()
-        self.get_logger().info(f'{algo.algorithm} on {cfg.task}: waiting for version 0 data')
+        self.get_logger().info(f'{algo.algorithm} on {cfg.task}: waiting for version {self.learner.version} data')
 
     def on_episode(self, msg: UInt8MultiArray, topic: str) -> None:
         try:
