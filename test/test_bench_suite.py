@@ -68,7 +68,7 @@ def test_report_parses_its_own_output(smoke, capsys, tmp_path):
     assert lines[-1].startswith('median_return_ratio_mf_vs_hf: ')
     float(lines[-1].split(': ')[1])
     table = [line for line in lines if line.startswith('| cartpole_twin (moderate) | mf_reinforce |')]
-    assert len(table) == 1 and len(table[0].split('|')) == 9
+    assert len(table) == 1 and len(table[0].split('|')) == 10
     text = doc.read_text()
     assert text.startswith('intro') and text.endswith('outro\n') and 'old' not in text and 'curves.png' in text
     for name in ('curves.png', 'final_returns.png'):

@@ -52,8 +52,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method('lf_reinforce', 'lf_reinforce', 'LF-only REINFORCE', algo={'pool_envs': 10}),
     Method('darc', 'darc', 'DARC (REINFORCE)', algo={'pool_envs': 10}),
     Method('par', 'par', 'PAR (REINFORCE)', algo={'pool_envs': 2}),
-    Method('mf_ppo', 'mf_ppo', 'MF-PPO'),
-    Method('ppo', 'ppo', 'HF-only PPO'),
+    Method('mf_ppo', 'mf_ppo', 'MF-PPO', lr_scale=1 / 3),  # 10 epochs x minibatches per iteration: a third of the lr
+    Method('ppo', 'ppo', 'HF-only PPO', lr_scale=1 / 3),
 )}
 HF_ONLY = {'mf_reinforce': 'reinforce', 'mf_ppo': 'ppo'}  # each MF method's HF-only reference
 REFERENCE = 'reinforce'  # ratios and tests in the report are against this method (and ppo for mf_ppo)

@@ -4,7 +4,9 @@ Per setting and method: final return (last deterministic HF evaluation) mean +- 
 HF-only reference (REINFORCE; PPO for MF-PPO); Welch t-test p-value against it; the HF steps (actual, k-x methods
 included) at which the seed-mean curve, averaged over 3 consecutive evaluations, first reaches the reference's
 final mean, and the speed-up reach(reference) / reach(method), where reach(reference) is its own first reach (its
-budget if it only gets there at the end). Last line printed: `median_return_ratio_mf_vs_hf: <ratio>`.
+budget if it only gets there at the end); and the ratio of the curves' means over all evaluations (area under the
+learning curve, which also sees gains made before the methods plateau).
+Last line printed: `median_return_ratio_mf_vs_hf: <ratio>`.
 """
 from __future__ import annotations
 
@@ -62,10 +64,12 @@ def analyse(curves: list[dict], summaries: list[dict]) -> dict:
             ref = methods.get(reference(method))
             m['reference'] = reference(method)
             if ref is None:
-                m.update(ratio=float('nan'), p=float('nan'), reach=float('nan'), speedup=float('nan'))
+                m.update(ratio=float('nan'), p=float('nan'), reach=None, speedup=float('nan'), auc_ratio=float('nan'))
                 continue
             target = ref['mean']
             m['ratio'] = m['mean'] / target if target > 0 else float('nan')
+            ref_auc = float(np.mean(ref['curve'])) if len(ref['curve']) else float('nan')
+            m['auc_ratio'] = float(np.mean(m['curve'])) / ref_auc if ref_auc > 0 and len(m['curve']) else float('nan')
             m['p'] = stats.welch_p(m['finals'], ref['finals']) if method != m['reference'] else float('nan')
             reach = stats.steps_to_reach(m['x'], m['curve'], target) * m['k']
             ref_reach = stats.steps_to_reach(ref['x'], ref['curve'], target) * ref['k']
@@ -89,7 +93,7 @@ def _gap(setting: str) -> str:
 
 def tables(results: dict, summaries: list[dict]) -> str:
     lines = ['| setting (gap) | method | final return (95% CI) | ratio vs ref | Welch p vs ref | HF steps to ref final '
-             '| speed-up |', '|---|---|---|---|---|---|---|']
+             '| speed-up | curve-mean ratio |', '|---|---|---|---|---|---|---|---|']
     method_order = list(METHODS)
     for setting in _ordered(results):
         for method in sorted(results[setting], key=lambda m: method_order.index(m) if m in method_order else 99):
@@ -97,9 +101,17 @@ def tables(results: dict, summaries: list[dict]) -> str:
             ref_tag = '' if m['reference'] == 'reinforce' else f" ({m['reference']})"
             lines.append(f"| {setting} ({_gap(setting)}) | {method} | {_fmt(m['mean'])} ± {_fmt(m['ci'])} "
                          f"(n={len(m['finals'])}) | {_fmt(m['ratio'], '.2f')}{ref_tag} | {_fmt(m['p'], '.3f')} | "
-                         f"{_fmt(m['reach'], '.0f', 'not reached')} | {_fmt(m['speedup'], '.2f')} |")
-    lines += ['', '| setting | MF rho (mean) | MF c (mean) | Var ratio with/without CV | c clamped | aligned HF steps '
-              '| s/iter MF | s/iter HF-only | s/iter LF-only | LF steps/s (MF) |', '|---|---|---|---|---|---|---|---|---|---|']
+                         f"{_fmt(m['reach'], '.0f', 'not reached')} | {_fmt(m['speedup'], '.2f')} | "
+                         f"{_fmt(m['auc_ratio'], '.2f')} |")
+    columns = [('MF rho (mean)', 'mf_reinforce', 'rho_mean', '.3f'), ('MF c (mean)', 'mf_reinforce', 'c_mean', '+.3f'),
+               ('Var ratio with/without CV', 'mf_reinforce', 'var_ratio_mean', '.3f'),
+               ('c clamped', 'mf_reinforce', 'clamped_fraction', '.1%'),
+               ('aligned HF steps', 'mf_reinforce', 'n_aligned_mean', '.1f'),
+               ('s/iter MF', 'mf_reinforce', 'iteration_seconds', '.3f'),
+               ('s/iter HF-only', 'reinforce', 'iteration_seconds', '.3f'),
+               ('s/iter LF-only', 'lf_reinforce', 'iteration_seconds', '.3f'),
+               ('LF steps/s (MF)', 'mf_reinforce', 'lf_steps_per_s', '.0f')]
+    lines += ['', '| setting | ' + ' | '.join(c[0] for c in columns) + ' |', '|---' * (len(columns) + 1) + '|']
     by = collections.defaultdict(list)
     for s in summaries:
         by[(s['setting'], s['method'])].append(s)
@@ -109,13 +121,8 @@ def tables(results: dict, summaries: list[dict]) -> str:
         return float(np.mean(vals)) if vals else float('nan')
 
     for setting in _ordered(results):
-        mf = 'mf_reinforce'
-        lines.append(f"| {setting} | {_fmt(avg(setting, mf, 'rho_mean'), '.3f')} | {_fmt(avg(setting, mf, 'c_mean'), '+.3f')} "
-                     f"| {_fmt(avg(setting, mf, 'var_ratio_mean'), '.3f')} | {_fmt(avg(setting, mf, 'clamped_fraction'), '.1%')} "
-                     f"| {_fmt(avg(setting, mf, 'n_aligned_mean'), '.1f')} | {_fmt(avg(setting, mf, 'iteration_seconds'), '.3f')} "
-                     f"| {_fmt(avg(setting, 'reinforce', 'iteration_seconds'), '.3f')} "
-                     f"| {_fmt(avg(setting, 'lf_reinforce', 'iteration_seconds'), '.3f')} "
-                     f"| {_fmt(avg(setting, mf, 'lf_steps_per_s'), '.0f')} |")
+        cells = [_fmt(avg(setting, method, key), spec) for _, method, key, spec in columns]
+        lines.append(f"| {setting} | {' | '.join(cells)} |")
     return '\n'.join(lines)
 
 
@@ -126,11 +133,14 @@ def goals(results: dict, mf: str = 'mf_reinforce') -> tuple[list[str], float]:
     significant = [s for s, r in results.items() if mf in r and r[mf]['p'] < 0.05 and r[mf]['ratio'] > 1]
     worse = [s for s, r in results.items() if mf in r and r[mf]['p'] < 0.05 and r[mf]['ratio'] < 1]
     median = float(np.median(list(ratios.values()))) if ratios else float('nan')
+    auc = [r[mf]['auc_ratio'] for r in results.values() if mf in r and math.isfinite(r[mf]['auc_ratio'])]
     lines = [f'{mf} vs {reference(mf)} over {len(ratios)} settings:',
              f'- final-return ratio: median {_fmt(median, ".2f")} (goal >= 1.2), best '
              f'{_fmt(max(ratios.values(), default=float("nan")), ".2f")} (goal >= 2), worst '
              f'{_fmt(min(ratios.values(), default=float("nan")), ".2f")} (goal >= 0.9); below 0.9: '
              f'{", ".join(s for s, v in ratios.items() if v < 0.9) or "none"}',
+             f'- curve-mean (area) ratio: median {_fmt(float(np.median(auc)) if auc else float("nan"), ".2f")}, '
+             f'range {_fmt(min(auc, default=float("nan")), ".2f")}-{_fmt(max(auc, default=float("nan")), ".2f")}',
              f'- significantly better (Welch p < 0.05): {", ".join(significant) or "none"}; '
              f'significantly worse: {", ".join(worse) or "none"}',
              '- speed-up to the reference final return on mild/moderate gaps (goal >= 3): '

@@ -1,7 +1,7 @@
 """`mfpg bench suite`: settings x methods x seeds -> one results folder (resumable, parallel, one torch thread each).
 
 Layout of OUT:
-  suite.json                              the preset and the run list
+  suite_<preset>.json                     the preset and its run list
   runs/<setting>/<method>/seed<k>/        config.yaml, curve.csv, summary.json (written last: the run is done)
   curves.csv                              one row per run x evaluation point
   summary.csv                             one row per run (timings, LF throughput, mean rho and c, final return)
@@ -57,7 +57,8 @@ def run_dir(out: Path, spec: dict) -> Path:
 def _cost(spec: dict) -> float:
     """Rough relative cost (simulated steps), to start the longest runs first."""
     algo, family = spec['config']['algo'], spec['family']
-    lf = 0 if algo['algorithm'] in ('reinforce', 'ppo') else algo.get('pool_envs', 9) * algo.get('pool_steps_per_env', 1000)
+    pool = algo.get('pool_envs', 9) * algo.get('pool_steps_per_env', 1000)
+    lf = 0 if algo['algorithm'] in ('reinforce', 'ppo') else pool
     weight = {'cartpole': 1.0, 'pendulum': 0.6}.get(family, 1.6)
     return spec['config']['iterations'] * (algo['hf_steps_per_iter'] + lf) * weight
 
@@ -171,7 +172,7 @@ def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, method
               progress: bool = True) -> tuple[list[dict], list[dict]]:
     out.mkdir(parents=True, exist_ok=True)
     specs = run_specs(preset, settings, methods, seeds)
-    (out / 'suite.json').write_text(json.dumps({'preset': preset.name, 'runs': len(specs),
+    (out / f'suite_{preset.name}.json').write_text(json.dumps({'preset': preset.name, 'runs': len(specs),
                                                 'settings': sorted({s['setting'] for s in specs}),
                                                 'methods': sorted({s['method'] for s in specs}),
                                                 'seeds': sorted({s['seed'] for s in specs})}, indent=1))
