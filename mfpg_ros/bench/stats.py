@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import stats
@@ -22,7 +23,9 @@ def welch_p(a, b) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
         return float('nan')
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # one sample may be constant (e.g. every seed at the return cap)
+        warnings.simplefilter('ignore', RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def curve_band(curves: dict[int, list[tuple[float, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
