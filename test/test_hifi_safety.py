@@ -147,7 +147,8 @@ def test_weights_for_another_contract_are_refused_old_policy_keeps_running(serve
 @pytest.mark.parametrize('server', [{'command_scale': 0.5, 'max_command_rate': 10.0}], indirect=True)
 def test_adversarial_policy_output_is_clamped_and_slew_limited(server):
     server.publish('policy/weights', weights_msg(1, bias=1e6))  # mean action 1e6 units
-    versions = [server.step()[1] for _ in range(8)]
+    server.probe.wait_until(lambda: server.step()[1] == 1.0, 30, 'acting with the adversarial policy')
+    versions = [server.step()[1] for _ in range(6)]
     efforts = [m.data[0] for m in server.commands]  # every command sent, under both policies
     max_step = 10.0 * TASK.dt * EFFORT
     print(f'efforts {np.round(efforts, 3)} (limit {0.5 * EFFORT}, max step {max_step})')

@@ -1,6 +1,7 @@
 """`mfpg replay`: the learner re-run on a bag lands exactly on the recorded weights -- for a synthetic bag written
 through the same BagWriter (including an LF-timeout iteration), and for a bag recorded from a real graph run."""
 import json
+import time
 
 import torch
 import yaml
@@ -89,6 +90,15 @@ def test_replay_of_a_recorded_graph_run(ros_env, spawn, probe, tmp_path, capsys)
     recorded = {'recorded /policy/weights': 4, 'recorded /metrics/summary': 3}
     probe.wait_until(lambda: all(diagnostics.value('/bag_recorder', k) >= n for k, n in recorded.items()), 120,
                      'the recorder to hold 3 iterations', running)
+    # Episodes reach the recorder independently of the learner: wait until its episode counts stay put for 3 s.
+    seen = {'counts': None, 'since': time.monotonic()}
+
+    def settled():
+        counts = tuple(diagnostics.value('/bag_recorder', f'recorded /{t}/episodes') for t in ('hifi', 'lofi'))
+        if counts != seen['counts']:
+            seen['counts'], seen['since'] = counts, time.monotonic()
+        return time.monotonic() - seen['since'] > 3.0
+    probe.wait_until(settled, 120, 'the recorder to catch up with the episodes', running)
     assert procs['bag_recorder'].stop() == 0
     assert main([str(bag)]) == 0
     out = capsys.readouterr().out
