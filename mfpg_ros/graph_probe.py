@@ -24,6 +24,7 @@ class GraphProbe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.inboxes: dict[str, list] = {}
+        self.subscriptions: dict[str, object] = {}
 
     # --- spinning ------------------------------------------------------------------------------------------------
     def spin_once(self, timeout: float = 0.05) -> None:
@@ -69,8 +70,13 @@ class GraphProbe:
         topic = self.resolve(topic)
         if topic not in self.inboxes:
             inbox = self.inboxes[topic] = []
-            self.node.create_subscription(msg_type, topic, inbox.append, qos)
+            self.subscriptions[topic] = self.node.create_subscription(msg_type, topic, inbox.append, qos)
         return self.inboxes[topic]
+
+    def matched_publishers(self, topic: str) -> int:
+        """How many publishers a subscribed topic's reader has matched (0 if not subscribed)."""
+        sub = self.subscriptions.get(self.resolve(topic))
+        return sub.get_publisher_count() if sub is not None else 0
 
     def wait_for_messages(self, topic: str, msg_type, n: int = 1, timeout: float = 30.0,
                           qos: QoSProfile = DEFAULT_QOS, check=None) -> list:

@@ -11,7 +11,7 @@ from mfpg_ros.core.codec import decode_episode, decode_weights
 from mfpg_ros.core.config import load_config
 from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.learners import make_learner
-from mfpg_ros.nodes.common import LATCHED
+from mfpg_ros.nodes.common import HISTORY, LATCHED
 from mfpg_ros.sim.tasks import make_task
 
 CONFIG = str(Path(__file__).resolve().parents[1] / 'config' / 'train.yaml')
@@ -27,8 +27,13 @@ def node_args(namespace='', **params):
     return args
 
 
-def start_graph(spawn, namespace='', **params):
-    procs = [spawn(n, node_args(namespace, **params), name=f'{namespace}{n}') for n in NODES]
+def start_graph(spawn, namespace='', before_learner=None, **params):
+    """Spawn the five nodes; `before_learner()` runs once the others are up (nothing is published before the
+    learner's first weights)."""
+    procs = [spawn(n, node_args(namespace, **params), name=f'{namespace}{n}') for n in NODES[1:]]
+    if before_learner is not None:
+        before_learner()
+    procs.append(spawn(NODES[0], node_args(namespace, **params), name=f'{namespace}{NODES[0]}'))
 
     def check():
         dead = [p.name for p in procs if p.poll() not in (None, 0)]  # the learner exits 0 when done
@@ -37,7 +42,8 @@ def start_graph(spawn, namespace='', **params):
 
 
 def summaries(probe, topic, n, check, timeout=120.0):
-    inbox = probe.wait_for_messages(topic, String, n=n, timeout=timeout, check=check)
+    """The learner's summaries; subscribed with its latched history, so none are lost to slow discovery."""
+    inbox = probe.wait_for_messages(topic, String, n=n, timeout=timeout, qos=HISTORY, check=check)
     return [json.loads(m.data) for m in inbox]
 
 
@@ -61,7 +67,10 @@ def test_graph_update_equals_the_in_process_learner(spawn, probe):
     weights = probe.subscribe('policy/weights', UInt8MultiArray, LATCHED)
     hifi = probe.subscribe('hifi/episodes', UInt8MultiArray)
     lofi = probe.subscribe('lofi/episodes', UInt8MultiArray)
-    check = start_graph(spawn, **params)
+    def episode_writers_matched():  # every episode of version 0 reaches the probe as well as the learner
+        probe.wait_until(lambda: probe.matched_publishers('hifi/episodes') and probe.matched_publishers(
+            'lofi/episodes'), 60, 'episode publishers matched')
+    check = start_graph(spawn, before_learner=episode_writers_matched, **params)
     assert summaries(probe, 'metrics/summary', 1, check)[0]['lofi_timeouts'] == 0
     probe.wait_until(lambda: len(weights) >= 2, 30, 'weights version 1', check)
     w0, w1 = (decode_weights(m.data) for m in weights[:2])
@@ -83,7 +92,7 @@ def test_two_namespaces_train_side_by_side_without_cross_talk(spawn, probe):
     fast = {'algo.pool_steps_per_env': 50, 'iterations': 3, 'target_return': '.nan'}
     inboxes = {ns: probe.subscribe(f'/{ns}/hifi/episodes', UInt8MultiArray) for ns in ('robot1', 'robot2')}
     for ns in ('robot1', 'robot2'):
-        probe.subscribe(f'/{ns}/metrics/summary', String)
+        probe.subscribe(f'/{ns}/metrics/summary', String, HISTORY)
     checks = [start_graph(spawn, ns, **fast, seed=i) for i, ns in enumerate(('robot1', 'robot2'))]
 
     def check():

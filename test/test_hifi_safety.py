@@ -17,7 +17,7 @@ from std_srvs.srv import Trigger
 from mfpg_ros.core.codec import decode_episode, encode_weights
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.policy import ActorCritic
-from mfpg_ros.nodes.common import LATCHED
+from mfpg_ros.nodes.common import HISTORY, LATCHED
 from mfpg_ros.sim.tasks import make_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +92,13 @@ class PolicyServerHarness:
             return None
         return np.asarray(self.actions[-1].data)
 
+    def wait_acting(self, version, timeout=30):
+        """Step until an action comes from weights `version` (weights may arrive after the first observations)."""
+        def acting():
+            report = self.step(expect_action=False)
+            return report is not None and report[1] == version
+        self.probe.wait_until(acting, timeout, f'acting with weights version {version}', self.alive)
+
 
 @pytest.fixture
 def server(spawn, probe, request):
@@ -100,6 +107,7 @@ def server(spawn, probe, request):
     harness = PolicyServerHarness(probe, proc)
     if params.get('autostart', True):  # an unconfigured lifecycle node has no subscriptions yet
         harness.ready().publish('policy/weights', weights_msg(0))
+        harness.wait_acting(0)
     return harness
 
 
@@ -126,8 +134,7 @@ def test_estop_latches_survives_new_weights_and_reset_releases(server):
     assert server.step(expect_action=False) is None
     result = service(server.probe, Trigger, 'estop_reset', Trigger.Request())
     assert result.success
-    report = server.step()
-    assert report is not None and report[1] == 1.0  # acting again, with the new weights
+    server.wait_acting(1)  # acting again, with the weights received while stopped
 
 
 def test_weights_for_another_contract_are_refused_old_policy_keeps_running(server):
@@ -147,7 +154,7 @@ def test_weights_for_another_contract_are_refused_old_policy_keeps_running(serve
 @pytest.mark.parametrize('server', [{'command_scale': 0.5, 'max_command_rate': 10.0}], indirect=True)
 def test_adversarial_policy_output_is_clamped_and_slew_limited(server):
     server.publish('policy/weights', weights_msg(1, bias=1e6))  # mean action 1e6 units
-    server.probe.wait_until(lambda: server.step()[1] == 1.0, 30, 'acting with the adversarial policy')
+    server.wait_acting(1)
     versions = [server.step()[1] for _ in range(6)]
     efforts = [m.data[0] for m in server.commands]  # every command sent, under both policies
     max_step = 10.0 * TASK.dt * EFFORT
@@ -169,10 +176,7 @@ def test_inactive_policy_server_never_commands(server):
     assert service(server.probe, ChangeState, change, ChangeState.Request(
         transition=Transition(id=Transition.TRANSITION_ACTIVATE))).success
     server.publish('policy/weights', weights_msg(1))  # subscriptions exist once configured
-    def acting_with_v1():
-        report = server.step(expect_action=False)
-        return report is not None and report[1] == 1.0
-    server.probe.wait_until(acting_with_v1, 10, 'acting with weights version 1')
+    server.wait_acting(1)
     assert server.commands
     assert service(server.probe, ChangeState, change, ChangeState.Request(
         transition=Transition(id=Transition.TRANSITION_DEACTIVATE))).success
@@ -189,7 +193,7 @@ def test_another_plant_wiring_trains_with_hifi_interface_unchanged(spawn, probe)
               'reset_service': 'robot/reset'}
     twin = dict(wiring, published_joints='[pole_hinge, wheel_encoder, cart_slider]')
     fast = {'algo.pool_steps_per_env': 50, 'iterations': 2, 'target_return': '.nan'}
-    summary = probe.subscribe('metrics/summary', String)
+    summary = probe.subscribe('metrics/summary', String, HISTORY)  # latched: none lost to discovery
     procs = [spawn('twin_plant', args(TWIN, **twin, **fast)),
              spawn('policy_server', args(TWIN, **wiring, **fast)),
              spawn('hifi_interface', args(TWIN, **wiring, **fast)),
