@@ -42,6 +42,20 @@ def test_stale_dropped_future_kept_for_next_version():
     assert asm.dropped['stale hifi'] == 1
 
 
+def test_episodes_delivered_twice_count_once():
+    """A restarted lofi_sim replays pairs its predecessor already sent; a history may repeat an HF segment."""
+    asm = IterationAssembler(hf_steps=10, pool_steps=0, need_paired=True)
+    for _ in range(2):
+        asm.add(_ep(5, HIFI, eid='a'))
+        asm.add(_ep(5, LOFI_PAIRED, pair_of='a'))
+    assert not asm.hf_complete() and asm.data.steps('hifi') == 5
+    assert asm.dropped == {'duplicate hifi': 1, 'duplicate pair': 1}
+    asm.add(_ep(5, HIFI, eid='b'))
+    asm.add(_ep(5, LOFI_PAIRED, pair_of='b'))
+    data = asm.take()
+    assert [e.episode_id for e in data.hifi] == ['a', 'b'] and [e.pair_of for e in data.paired] == ['a', 'b']
+
+
 def test_pairs_with_other_s0_or_noise_are_rejected():
     asm = IterationAssembler(hf_steps=6, pool_steps=0, need_paired=True)
     for eid in 'abc':

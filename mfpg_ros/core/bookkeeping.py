@@ -45,12 +45,17 @@ class IterationAssembler:
         elif episode.policy_version > self.version:
             self.future.append(episode)
         elif episode.fidelity == HIFI:
-            if self.data.steps('hifi') >= self.hf_steps:
+            if any(h.episode_id == episode.episode_id for h in self.data.hifi):
+                self.dropped['duplicate hifi'] += 1
+            elif self.data.steps('hifi') >= self.hf_steps:
                 self.dropped['hifi over budget'] += 1
             else:
                 self.data.hifi.append(episode)
         elif episode.fidelity == LOFI_PAIRED:
-            self.data.paired.append(episode)
+            if any(p.pair_of == episode.pair_of for p in self.data.paired):
+                self.dropped['duplicate pair'] += 1  # a restarted lofi_sim replays what its predecessor did
+            else:
+                self.data.paired.append(episode)
         elif episode.fidelity == LOFI_POOL:
             self.data.pool.append(episode)
 

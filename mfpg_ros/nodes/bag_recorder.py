@@ -11,23 +11,23 @@ from functools import partial
 from pathlib import Path
 
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String, UInt8MultiArray
 
 from mfpg_ros.bagfile import BagWriter, offered_qos
-from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, METRICS, WEIGHTS, Diagnostics, run
+from mfpg_ros.nodes.common import EPISODES, EPISODES_IN, HIFI_EPISODES, LATCHED, LOFI_EPISODES, METRICS, WEIGHTS, \
+    Diagnostics, run
 from mfpg_ros.nodes.params import declare_config
 
 SUMMARY = f'{METRICS}/summary'
 # Subscriber QoS matches each publisher (reliability, durability). The readers keep more than the writers: a
 # recorder writing to disk must not drop the oldest unread sample when a burst arrives (a pool is often over a
 # thousand segments), and a busy one must not overwrite one weights version with the next.
-KEEP_ALL = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 RECORDED = {  # topic: (type, subscription QoS, QoS the publisher offers, stored in the bag for playback)
     WEIGHTS: (UInt8MultiArray, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                                           durability=DurabilityPolicy.TRANSIENT_LOCAL), LATCHED),
-    HIFI_EPISODES: (UInt8MultiArray, KEEP_ALL, EPISODES),
-    LOFI_EPISODES: (UInt8MultiArray, KEEP_ALL, EPISODES),
+    HIFI_EPISODES: (UInt8MultiArray, EPISODES_IN, EPISODES),
+    LOFI_EPISODES: (UInt8MultiArray, EPISODES_IN, EPISODES),
     SUMMARY: (String, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL), None),  # the learner keeps its history
 }

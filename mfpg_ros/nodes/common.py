@@ -27,8 +27,11 @@ ACTION = 'hifi/action'  # Float64MultiArray [seq, version, sampled action..., ep
 METRICS = 'metrics'  # namespace of per-iteration std_msgs/Float64 topics; metrics/summary is JSON
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-EPISODES = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-EPISODES_IN = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)  # readers: lose none
+# Episode streams keep their last 1000 segments for late joiners: a reader that matched late (slow discovery), a
+# restarted learner or a new lofi_sim still gets what was sent meanwhile; older versions are dropped and counted.
+EPISODES = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+EPISODES_IN = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,  # readers: lose none
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 HISTORY = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,  # late joiners get the whole run so far
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CONTROL = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -98,10 +101,10 @@ def newer_weights(msg: UInt8MultiArray, contract, key: bytes | None, version: in
     except CodecError as err:
         rejections(WEIGHTS, err)
         return None
-    if weights.version <= version:
-        rejections(WEIGHTS, f'out-of-order weights version {weights.version} <= {version}', 'out-of-order')
+    if weights.version < version:
+        rejections(WEIGHTS, f'out-of-order weights version {weights.version} < {version}', 'out-of-order')
         return None
-    return weights
+    return weights if weights.version > version else None  # the same version again: a restarted learner's
 
 
 def signing_key(node: Node) -> bytes | None:

@@ -108,7 +108,6 @@ class LearnerNode(Node):
                                    f'{self.lofi_timeout:.0f} s: HF-only update')
             data.paired, data.pool = [], []
         metrics = self.learner.update(data.hifi, data.paired, data.pool)
-        self.publish_weights()
         for segment in data.hifi:
             self.returns.add(segment)
         finished = self.returns.take()
@@ -125,7 +124,10 @@ class LearnerNode(Node):
         self.done = self.learner.version >= self.cfg.iterations or (
             target is not None and len(self.recent) == self.recent.maxlen and metrics['hf_return_recent'] >= target)
         metrics['done'] = self.done
-        self.save(metrics)  # before announcing: whoever stops the graph on 'done' must find the files complete
+        # Checkpoint first: a restarted learner resumes at the version the robot runs, and whoever stops the graph
+        # on 'done' finds the files complete.
+        self.save(metrics)
+        self.publish_weights()
         self.publish_metrics(metrics)
         if self.done and self.exit_when_done:
             self.finish()
@@ -161,10 +163,13 @@ class LearnerNode(Node):
             if new:
                 writer.writeheader()
             writer.writerow(metrics)
-        if self.done or self.learner.version % self.checkpoint_every == 0:
-            name = f'learner_{self.learner.version:06d}.safetensors'
-            save_checkpoint(self.learner, self.run_dir / 'checkpoints' / name,
-                            extra={'config': self.cfg.to_dict()})
+        # Every version is checkpointed; every checkpoint_every-th and the newest are kept.
+        folder = self.run_dir / 'checkpoints'
+        save_checkpoint(self.learner, folder / f'learner_{self.learner.version:06d}.safetensors',
+                        extra={'config': self.cfg.to_dict()})
+        previous = self.learner.version - 1
+        if previous % self.checkpoint_every:
+            (folder / f'learner_{previous:06d}.safetensors').unlink(missing_ok=True)
 
     def diagnostics(self) -> dict:
         return {'policy_version': self.learner.version, 'hf_steps_waiting': self.assembler.data.steps('hifi'),

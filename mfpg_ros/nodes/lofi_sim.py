@@ -74,11 +74,11 @@ class LofiSim(Node):
             self.process(segment)
 
     def process(self, segment) -> None:
-        if segment.policy_version > self.version + 1 or len(self.waiting) >= 1000:
+        if len(self.waiting) >= 1000 or (self.policy is not None and segment.policy_version > self.version + 1):
             self.rejections(HIFI_EPISODES, f'segment of version {segment.policy_version} while at {self.version}',
                             'too far ahead')
-        elif segment.policy_version > self.version:
-            self.waiting.append(segment)  # its weights are on the way
+        elif self.policy is None or segment.policy_version > self.version:
+            self.waiting.append(segment)  # its weights are on the way (a new node may get the HF history first)
         elif segment.policy_version < self.version:
             self.stale += 1
         elif needs_paired(self.algorithm) and not segment.aborted:
