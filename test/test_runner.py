@@ -309,3 +309,12 @@ def test_mfpg_train_end_to_end_on_the_twin(ros_env, tmp_path):
         assert (run_dir / name).is_file(), name
     assert {p.stem for p in (run_dir / 'logs').glob('*.log')} == {*graph.TRAINING_NODES, 'twin_plant', 'bag_recorder'}
     assert (run_dir / 'bag' / 'metadata.yaml').is_file()  # the run was recorded
+    # TensorBoard scalars: one point per metrics.csv row, step = the policy version after the update
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    rows = runner.read_metrics_csv(run_dir / 'metrics.csv')
+    events = EventAccumulator(str(run_dir / 'tensorboard'), size_guidance={'scalars': 0})
+    events.Reload()
+    scalars = events.Scalars('mfpg/hf_return')
+    assert [e.step for e in scalars] == [int(r['iteration']) + 1 for r in rows] == [1, 2, 3]
+    for event, row in zip(scalars, rows):
+        assert event.value == pytest.approx(row['hf_return'], rel=1e-6, nan_ok=True)  # stored as float32

@@ -24,6 +24,7 @@ from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LATCHED, 
     Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
+from mfpg_ros.tensorboard_log import TensorBoardLog
 
 
 def latest_checkpoint(path: str) -> Path:
@@ -79,6 +80,7 @@ class LearnerNode(Node):
         Diagnostics(self, self.diagnostics, rejections=self.rejections)
         if self.run_dir:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.tensorboard = TensorBoardLog(self.run_dir / 'tensorboard') if self.run_dir else None
         self.publish_weights()
         self.get_logger().info(f'{algo.algorithm} on {cfg.task}: waiting for version {self.learner.version} data')
 
@@ -163,6 +165,7 @@ class LearnerNode(Node):
             if new:
                 writer.writeheader()
             writer.writerow(metrics)
+        self.tensorboard.log(self.learner.version, metrics)
         # Every version is checkpointed; every checkpoint_every-th and the newest are kept.
         folder = self.run_dir / 'checkpoints'
         save_checkpoint(self.learner, folder / f'learner_{self.learner.version:06d}.safetensors',
@@ -170,6 +173,11 @@ class LearnerNode(Node):
         previous = self.learner.version - 1
         if previous % self.checkpoint_every:
             (folder / f'learner_{previous:06d}.safetensors').unlink(missing_ok=True)
+
+    def destroy_node(self) -> None:
+        if self.tensorboard:
+            self.tensorboard.close()
+        super().destroy_node()
 
     def diagnostics(self) -> dict:
         return {'policy_version': self.learner.version, 'hf_steps_waiting': self.assembler.data.steps('hifi'),
