@@ -10,6 +10,7 @@ episode or weight set fails where it is made, not in the receiving process.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -287,7 +288,15 @@ _CONTRACT_CHECKS = {
 
 
 def _contract_field(meta: dict) -> Contract:
-    raw = _json_field(meta, 'contract')
+    return _parse_contract(_field(meta, 'contract'))
+
+
+@functools.lru_cache(maxsize=64)  # every message of a run carries the same contract text: validate it once
+def _parse_contract(text: str) -> Contract:
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        raise MalformedError("metadata 'contract' is not valid JSON") from None
     if not isinstance(raw, dict) or set(raw) != set(_CONTRACT_CHECKS):
         raise MalformedError(f'metadata contract must have exactly the fields {sorted(_CONTRACT_CHECKS)}')
     for name, ok in _CONTRACT_CHECKS.items():

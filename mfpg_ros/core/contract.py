@@ -1,6 +1,7 @@
 """The task contract: what a policy's inputs and outputs mean, shared by every fidelity and every node."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -34,7 +35,7 @@ class Contract:
         return len(self.action_names)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return _contract_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> 'Contract':
@@ -42,3 +43,8 @@ class Contract:
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=64)  # every encoded message carries it: serialise each contract once
+def _contract_json(contract: Contract) -> str:
+    return json.dumps(asdict(contract), sort_keys=True)
