@@ -6,6 +6,9 @@ Starts gz sim (ros_gz_sim), spawns urdf/cartpole.urdf with the GazeboSimSystem h
 config/controllers.yaml, bridges /clock, spawns joint_state_broadcaster and effort_controller, and offers the
 std_srvs/Trigger `reset` that hifi_interface calls (mfpg_ros gazebo_reset -> gz world reset). Needs ros_gz_sim,
 ros_gz_bridge, gz_ros2_control, ros2_controllers and robot_state_publisher (see the README).
+In a namespace the clock goes to /<namespace>/clock: one simulator per graph, so one clock per graph (graph.py
+remaps /clock the same way for the training nodes). Gazebo's world reset rewinds sim time (hifi_interface
+takes a jump back during its own reset as that reset).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
@@ -31,22 +34,23 @@ def robot_side(context):
     namespace = LaunchConfiguration('namespace').perform(context).strip('/') or None
     headless = LaunchConfiguration('headless').perform(context) == 'true'
     sim_time = {'use_sim_time': True}
+    clock = [('/clock', f'/{namespace}/clock')] if namespace else []  # this simulator's clock (see the docstring)
     gz = IncludeLaunchDescription(
         PathJoinSubstitution([FindPackageShare('ros_gz_sim'), 'launch', 'gz_sim.launch.py']),
         launch_arguments={'gz_args': f'-r {"-s " if headless else ""}{WORLD}.sdf'}.items())
     return [
         gz,
         Node(package='robot_state_publisher', executable='robot_state_publisher', namespace=namespace,
-             parameters=[{'robot_description': gazebo_description(), **sim_time}]),
+             parameters=[{'robot_description': gazebo_description(), **sim_time}], remappings=clock),
         Node(package='ros_gz_sim', executable='create', namespace=namespace,
              arguments=['-topic', 'robot_description', '-name', 'cartpole']),
         Node(package='ros_gz_bridge', executable='parameter_bridge',
              arguments=['/clock@rosgraph_msgs/msg/Clock[gz.msgs.Clock',
-                        f'/world/{WORLD}/control@ros_gz_interfaces/srv/ControlWorld']),
+                        f'/world/{WORLD}/control@ros_gz_interfaces/srv/ControlWorld'], remappings=clock),
         *(Node(package='controller_manager', executable='spawner', namespace=namespace, arguments=[name])
           for name in ('joint_state_broadcaster', 'effort_controller')),
         Node(package=graph.PACKAGE, executable='gazebo_reset', namespace=namespace,
-             parameters=[{'world_control_service': f'/world/{WORLD}/control', **sim_time}]),
+             parameters=[{'world_control_service': f'/world/{WORLD}/control', **sim_time}], remappings=clock),
     ]
 
 

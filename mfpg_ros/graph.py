@@ -23,6 +23,12 @@ HARDWARE = ('twin', 'gazebo', 'real')
 TRAINING_NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface')
 PLANT_NODES = {'twin': ('twin_plant',), 'gazebo': (), 'real': ()}  # gazebo: see gazebo_hook in the launch file
 PROFILE_NODES = ('policy_server', 'hifi_interface', 'twin_plant')  # they read config/hardware/<hardware>.yaml
+# Nodes that run on the profile's clock (use_sim_time of config/hardware/<hardware>.yaml, '/**'; set for them even
+# when they do not read the profile). Their timers that must run while sim time stands still (a lock-step plant
+# waits for a command) are on the steady clock. Not yet: learner and lofi_sim, whose lofi timeout and pool polling
+# timers are on the node clock (a frozen sim time would hold them); bag_recorder, whose receive times must stay
+# monotonic for replay although Gazebo's world reset rewinds sim time.
+SIM_TIME_NODES = ('policy_server', 'hifi_interface', 'twin_plant')
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,10 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
     config = str(Path(config).resolve()) if config else share_file('config', 'train.yaml')
     run_dir = str(Path(run_dir or default_run_dir()).resolve())
     profile = share_file('config', 'hardware', f'{hardware}.yaml')
+    sim_time = profile_uses_sim_time(profile)
+    remappings = tuple(tuple(r) for r in remappings)
+    if sim_time and namespace:  # each namespaced graph has its own plant, so its own clock
+        remappings += (('/clock', f'/{namespace}/clock'),)  # after the caller's: rcl applies the first match
     training = {key: config_value(key, value) for key, value in (overrides or {}).items()}
     node_params = node_params or {}
     unknown = set(node_params) - set(TRAINING_NODES) - set(PLANT_NODES[hardware])
@@ -95,15 +105,27 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
     specs = []
     for executable in TRAINING_NODES + PLANT_NODES[hardware]:
         files = (config, profile) if executable in PROFILE_NODES else (config,)
+        clock = {'use_sim_time': sim_time} if executable in SIM_TIME_NODES else {}
         for name, own in per_node[executable]:
             specs.append(NodeSpec(name=name, executable=executable, namespace=namespace, params_files=files,
-                                  overrides={**training, **own, **node_params.get(executable, {})},
-                                  remappings=tuple(tuple(r) for r in remappings)))
+                                  overrides={**training, **clock, **own, **node_params.get(executable, {})},
+                                  remappings=remappings))
     if record:
         specs.append(NodeSpec(name='bag_recorder', executable='bag_recorder', namespace=namespace,
                               params_files=(config,), overrides={**training, 'bag_path': str(Path(run_dir) / 'bag')},
-                              remappings=tuple(tuple(r) for r in remappings), required=False))
+                              remappings=remappings, required=False))
     return specs
+
+
+def profile_uses_sim_time(profile: str | os.PathLike) -> bool:
+    """A hardware profile's use_sim_time ('/**' section; false when absent): true where a simulator (the twin
+    plant, Gazebo) publishes /clock, false on a real robot (wall time)."""
+    with open(profile) as f:
+        params = ((yaml.safe_load(f) or {}).get('/**') or {}).get('ros__parameters') or {}
+    value = params.get('use_sim_time', False)
+    if not isinstance(value, bool):
+        raise ValueError(f'{profile}: use_sim_time must be true or false, got {value!r}')
+    return value
 
 
 # --- files ---------------------------------------------------------------------------------------------------------

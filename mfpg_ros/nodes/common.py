@@ -89,7 +89,7 @@ class Diagnostics:
         if self.rejections is not None:
             status.values += self.rejections.key_values()
         msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.header.stamp = self.node.get_clock().now().to_msg()  # node clock: sim time under use_sim_time
         self.pub.publish(msg)
 
 

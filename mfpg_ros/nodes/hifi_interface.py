@@ -5,6 +5,13 @@ eps and version back) -> the next joint_states closes the step: reward and termi
 through the plant's reset service; HF segments (s0, eps, rewards, version) are published for the learner and the
 low-fidelity simulators. A stalled step (no action or no new joint state in time) aborts the segment: aborted
 data never reaches the learner. Episode logic lives in sim.recorder.
+
+Time: episode timing (start, duration, the /diagnostics header) uses the node clock, i.e. sim time under
+use_sim_time. Liveness checks (stall timeout, reset retries) use the steady clock: a lock-step plant's sim time
+stands still exactly when a step stalls or a reset is pending. Time going back is treated as a reset: a backward
+jump of the node clock (simulator reset, `ros2 bag play --loop`, Gazebo world reset) or a joint state stamped
+earlier than the one before aborts the open segment (never sent), and the episode restarts from a fresh s0
+through the normal reset path.
 """
 from __future__ import annotations
 
@@ -12,7 +19,8 @@ import array
 import time
 
 import numpy as np
-from rclpy.clock import Clock, ClockType
+from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray
@@ -49,8 +57,11 @@ class HifiInterface(Node):
         self.recorder = SegmentRecorder(self.task, cfg.algo.hf_steps_per_iter, cfg.seed,
                                         prefix=f'{self.get_namespace().strip("/") or "hf"}-{cfg.seed}')
         self.phase, self.latest_version, self.seq, self.pending_state = WAITING, -1, 0, None
-        self.early_state, self.phase_since, self.last_stamp, self.latest_state = None, time.monotonic(), None, None
+        self.early_state, self.phase_since, self.latest_state = None, time.monotonic(), None
+        self.last_stamp: int | None = None  # newest joint_states header stamp, ns
         self.episodes = self.segments = self.stale_actions = self.aborted = self.idle_ticks = 0
+        self.clock_jumps_back = self.rewind_aborts = 0
+        self.episode_start, self.last_episode_s = 0, float('nan')  # node clock (sim time under use_sim_time), ns
         self.rejections = Rejections(self)
 
         self.obs_pub = self.create_publisher(Float64MultiArray, OBSERVATION, CONTROL)
@@ -61,12 +72,21 @@ class HifiInterface(Node):
         self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED)
         self.reset_client = self.create_client(Trigger, reset_service)
         self.create_service(Trigger, 'confirm_reset', self.on_operator_confirm)
-        self.create_timer(0.5, self.request_reset_when_ready)
-        self.create_timer(0.05, self.check_stall, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        steady = Clock(clock_type=ClockType.STEADY_TIME)  # runs while sim time stands still (see the docstring)
+        self.create_timer(0.5, self.request_reset_when_ready, clock=steady)
+        self.create_timer(0.05, self.check_stall, clock=steady)
+        # Any backward jump of the node clock (ROS time set from /clock); switching time sources is not a jump.
+        self.jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False),
+            post_callback=self.on_clock_jump)
+        time_source = 'sim (/clock)' if self.get_parameter('use_sim_time').value else 'system'
         Diagnostics(self, lambda: {'phase': self.phase, 'waiting_for': self.waiting_for(), 'episodes': self.episodes,
                                    'segments': self.segments,
                                    'policy_version': self.latest_version,
                                    'stale_actions': self.stale_actions, 'aborted_segments': self.aborted,
+                                   'time_source': time_source, 'clock_jumps_back': self.clock_jumps_back,
+                                   'rewind_aborts': self.rewind_aborts,
+                                   'last_episode_s': f'{self.last_episode_s:.3f}',
                                    'rejected': self.rejections.total},
                     rejections=self.rejections)
 
@@ -94,11 +114,12 @@ class HifiInterface(Node):
         except JointStateError as err:
             self.rejections('joint_states', err)
             return
-        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        jumped_back = self.last_stamp is not None and stamp < self.last_stamp
-        self.last_stamp, self.latest_state = stamp, (qpos, qvel)
-        if jumped_back and self.phase in (OBSERVING, ACTING, PAUSED):
-            self.abort('clock jumped backwards (plant or simulator reset)')
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        went_back = self.last_stamp is not None and stamp < self.last_stamp
+        previous, self.last_stamp, self.latest_state = self.last_stamp, stamp, (qpos, qvel)
+        if went_back and self.phase in (OBSERVING, ACTING, PAUSED):
+            # The plant's time went back before (or without) a /clock jump reaching this node.
+            self.rewound(f'joint_states stamped {stamp / 1e9:.3f} s after {previous / 1e9:.3f} s')
         elif self.phase in (RESETTING, STARTING):
             self.pending_state = (qpos, qvel)
             if self.phase == STARTING:
@@ -113,6 +134,7 @@ class HifiInterface(Node):
         self.publish_segments(segments)
         if over:
             self.episodes += 1
+            self.last_episode_s = (self.get_clock().now().nanoseconds - self.episode_start) / 1e9
             self.request_reset()
         else:
             self.continue_or_pause()
@@ -151,6 +173,31 @@ class HifiInterface(Node):
         if self.phase in (OBSERVING, ACTING) and time.monotonic() - self.phase_since > self.stall_timeout:
             self.abort(f'no {"action" if self.phase == OBSERVING else "joint_states"} within '
                        f'{self.stall_timeout * 1e3:.0f} ms')
+
+    def on_clock_jump(self, jump) -> None:
+        """The node clock went back. Joint states stamped later than the clock now were recorded before the jump:
+        an open episode holding them is aborted, a start state taken from them is dropped. If the newest joint state
+        is already from the new timeline (a plant whose own reset rewinds its clock, Gazebo's, may deliver the new
+        s0 before the /clock jump), the jump was already handled or is that reset, and nothing is dropped.
+        Joint states must carry the plant's time in their header, as ros2_control's joint_state_broadcaster does."""
+        if jump.clock_change != ClockChange.ROS_TIME_NO_CHANGE:
+            return
+        self.clock_jumps_back += 1
+        now = self.get_clock().now().nanoseconds
+        before_jump = self.last_stamp is not None and self.last_stamp > now
+        what = f'clock jumped back {-jump.delta.nanoseconds / 1e9:.3f} s to {now / 1e9:.3f} s'
+        if before_jump and self.phase in (OBSERVING, ACTING, PAUSED):
+            self.rewound(what)
+            return
+        if before_jump and self.phase in (RESETTING, STARTING):
+            self.pending_state = None  # the start state must come from after the jump
+        if self.phase in (OBSERVING, ACTING, PAUSED):
+            self.episode_start += jump.delta.nanoseconds  # a kept episode: its start moves with the clock
+        self.get_logger().info(f'{what} while {self.phase}: nothing recorded before the jump is held')
+
+    def rewound(self, what: str) -> None:
+        self.rewind_aborts += 1
+        self.abort(f'time went back ({what}): treated as a reset')
 
     def abort(self, reason: str) -> None:
         """Drop the open segment (never sent to the learner) and start over with a reset."""
@@ -196,6 +243,7 @@ class HifiInterface(Node):
 
     def start_episode(self) -> None:
         self.recorder.start_episode(*self.pending_state)
+        self.episode_start = self.get_clock().now().nanoseconds
         self.continue_or_pause()
 
     def continue_or_pause(self) -> None:

@@ -8,6 +8,11 @@ low-fidelity replays of the same noise.
 Lifecycle: configure (contract, weights subscription), activate (start commanding), deactivate (send the safe
 command once, then stay silent). Safety: stale-observation watchdog, software e-stop (latched `estop` Bool topic,
 `estop_reset` Trigger service), weights under another contract refused. None of this replaces the hardware e-stop.
+
+Time: the watchdog runs on the steady clock, never on the node clock: under use_sim_time a lock-step plant's sim
+time stops exactly when observations stop (nothing commands the next step), so a sim-time watchdog would never
+fire. Its timeout is wall time: size it for the slowest real-time factor a simulator may run at. /diagnostics
+headers carry the node clock (sim time under use_sim_time).
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ class PolicyServer(LifecycleNode):
             ('watchdog_timeout_s', 0.1), ('safe_command', 'hold'), ('max_command_rate', float('inf')),
             ('command_scale', 1.0), ('command_on_idle', False))}
         self.key = signing_key(self)
-        self.steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.steady = Clock(clock_type=ClockType.STEADY_TIME)  # the watchdog's clock (see the docstring)
         self.rejections = Rejections(self)
         self.policy, self.version, self.gate = None, -1, None
         self.active = self.estopped = self.stale = self.idle = False
@@ -113,7 +118,7 @@ class PolicyServer(LifecycleNode):
             self.rejections(OBSERVATION, f'expected [seq, {self.contract.obs_dim} finite values], '
                                          f'got {data.size} values', 'malformed')
             return
-        self.last_obs_time, self.stale, self.idle = time.monotonic(), False, False
+        self.last_obs_time, self.stale, self.idle = time.monotonic(), False, False  # steady, as the watchdog
         if not self.active or self.estopped:
             return
         if self.policy is None:

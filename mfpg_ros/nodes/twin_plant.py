@@ -4,12 +4,16 @@ Stands in for the real robot or Gazebo: publishes sensor_msgs/JointState, takes 
 commands (a forward command controller's topic), offers a std_srvs/Trigger reset, and publishes /clock.
 mode=lockstep advances one control period per command (fast, deterministic tests); mode=realtime steps at the
 control rate with the last command held.
+
+Time: the twin is the graph's clock under use_sim_time. Its simulated time (an integer count of control periods,
+so /clock advances by exactly one period per step) goes out on /clock before the joint states of the same step,
+which carry it in their header. Resets keep the time running (a monotonic clock is what bags, tf buffers and
+plots expect), unless rewind_clock_on_reset is set: then a reset rewinds the clock to 0 like a Gazebo world reset.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
+from rclpy.clock import Clock as RclClock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
@@ -32,6 +36,7 @@ class TwinPlant(Node):
                                                                     'effort_controller/commands').value
         states_topic = self.declare_parameter('joint_states_topic', 'joint_states').value
         reset_service = self.declare_parameter('reset_service', 'reset').value
+        self.rewind_on_reset = self.declare_parameter('rewind_clock_on_reset', False).value
         self.task = make_task(cfg.task, cfg.hifi_variant)
         # A real driver publishes joints in its own order: the order (and any extra joints) are configurable.
         self.published_joints = list(self.declare_parameter('published_joints', list(self.task.joint_names)).value)
@@ -39,15 +44,18 @@ class TwinPlant(Node):
         self.rng = np.random.default_rng([cfg.seed, 11])
         self.command = np.zeros(self.task.model.nu)
         self.steps = self.resets = self.diverged = 0
+        self.period_ns = round(self.task.dt * 1e9)
+        self.ticks = 0  # control periods simulated: the sim time published on /clock is ticks * period_ns
         self.rejections = Rejections(self)
         self.states_pub = self.create_publisher(JointState, states_topic, CONTROL)
-        self.clock_pub = self.create_publisher(Clock, '/clock', 10)
+        self.clock_pub = self.create_publisher(Clock, '/clock', 10)  # the graph remaps it per namespace
         self.create_subscription(Float64MultiArray, command_topic, self.on_command, CONTROL)
         self.create_service(Trigger, reset_service, self.on_reset)
-        if self.mode == 'realtime':
-            self.create_timer(self.task.dt, self.advance)
+        if self.mode == 'realtime':  # steady clock: this timer makes the sim time, it cannot wait for it
+            self.create_timer(self.task.dt, self.advance, clock=RclClock(clock_type=ClockType.STEADY_TIME))
         Diagnostics(self, lambda: {'steps': self.steps, 'resets': self.resets, 'diverged': self.diverged,
-                                   'rejected': self.rejections.total, 'mode': self.mode},
+                                   'rejected': self.rejections.total, 'mode': self.mode,
+                                   'sim_time': f'{self.ticks * self.period_ns / 1e9:.3f}'},
                     rejections=self.rejections)
         self.reset_state()
         self.get_logger().info(f'{cfg.task} twin ({cfg.hifi_variant or "nominal"}), {self.mode}, '
@@ -69,6 +77,7 @@ class TwinPlant(Node):
             self.get_logger().error('simulation diverged; resetting the twin')
             self.reset_state()
         self.steps += 1
+        self.ticks += 1
         self.publish_state()
 
     def on_reset(self, request, response):
@@ -81,18 +90,23 @@ class TwinPlant(Node):
         self.task.set_state(self.data, qpos[0], qvel[0])
         self.command[:] = 0.0
         self.resets += 1
+        if self.rewind_on_reset:
+            self.ticks = 0  # a backward clock jump, as a Gazebo world reset makes
         self.publish_state()
 
     def publish_state(self) -> None:
-        sec, frac = divmod(self.data.time, 1.0)
+        """/clock first, then the joint states stamped with the same simulated time."""
+        sec, nanosec = divmod(self.ticks * self.period_ns, 1_000_000_000)
+        clock = Clock()
+        clock.clock.sec, clock.clock.nanosec = sec, nanosec
+        self.clock_pub.publish(clock)
         index = {name: i for i, name in enumerate(self.task.joint_names)}
         pick = [index.get(name) for name in self.published_joints]  # unknown names: extra joints, reported as 0
         value = lambda arr: [float(arr[i]) if i is not None else 0.0 for i in pick]  # noqa: E731
         msg = JointState(name=self.published_joints, position=value(self.data.qpos), velocity=value(self.data.qvel),
                          effort=value(self.data.qfrc_actuator))
-        msg.header.stamp.sec, msg.header.stamp.nanosec = int(sec), int(math.floor(frac * 1e9))
+        msg.header.stamp = clock.clock
         self.states_pub.publish(msg)
-        self.clock_pub.publish(Clock(clock=msg.header.stamp))
 
 
 def main(args=None):

@@ -1,0 +1,229 @@
+"""Time over real DDS: with the twin profile the HF nodes run on the twin's /clock (sim time), the watchdog keeps its
+steady clock while sim time stands still, and a backward jump of the clock is treated as a reset (the open segment
+is dropped, never sent)."""
+import array
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, UInt8MultiArray
+from std_srvs.srv import Trigger
+from test_hifi_safety import TASK, TWIN, args, server, weights_msg  # noqa: F401 - `server` is a fixture
+from test_hifi_safety import test_watchdog_sends_the_safe_command_within_the_timeout as watchdog_reaction
+
+from mfpg_ros import graph
+from mfpg_ros.core.codec import decode_episode
+from mfpg_ros.nodes.common import LATCHED
+
+PERIOD_NS = round(TASK.dt * 1e9)
+ALL = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def stamp_of(t_ns: int):
+    msg = Clock()
+    msg.clock.sec, msg.clock.nanosec = divmod(t_ns, 1_000_000_000)
+    return msg.clock
+
+
+class Statuses:
+    """The mfpg_ros statuses on /diagnostics: per node, (header stamp in ns, {key: value}) in arrival order."""
+
+    def __init__(self, probe):
+        self.inbox = probe.subscribe('/diagnostics', DiagnosticArray)
+
+    def of(self, node: str) -> list[tuple[int, dict]]:
+        return [(ns(m.header.stamp), {kv.key: kv.value for kv in s.values})
+                for m in self.inbox for s in m.status if s.name == f'mfpg_ros: {node}']
+
+    def latest(self, node: str) -> dict:
+        found = self.of(node)
+        return found[-1][1] if found else {}
+
+
+def spawn_specs(spawn, specs, names):
+    by_name = {s.name: s for s in specs}
+    return [spawn(by_name[n].executable, by_name[n].ros_args(), name=n) for n in names]
+
+
+def alive(procs):
+    def check():
+        dead = [p.name for p in procs if p.poll() is not None]
+        assert not dead, f'died: {dead}'
+    return check
+
+
+def test_profiles_put_the_plant_facing_nodes_on_the_plant_clock(tmp_path):
+    for hardware, sim in (('twin', True), ('gazebo', True), ('real', False)):
+        specs = graph.build_graph(hardware, namespace='robot1', run_dir=tmp_path)
+        clocked = {s.name: s.overrides['use_sim_time'] for s in specs if 'use_sim_time' in s.overrides}
+        assert clocked == {n: sim for n in graph.SIM_TIME_NODES if n in {s.name for s in specs}}
+        assert all((('/clock', '/robot1/clock') in s.remappings) == sim for s in specs)  # one clock per graph
+    root = graph.build_graph('twin', run_dir=tmp_path)
+    assert not any(src == '/clock' for s in root for src, _ in s.remappings)
+
+
+def test_twin_clock_advances_one_period_per_lockstep_command(spawn, probe, tmp_path):
+    specs = graph.build_graph('twin', namespace='robot1', run_dir=tmp_path)
+    clock = probe.subscribe('/robot1/clock', Clock, ALL)
+    states = probe.subscribe('/robot1/joint_states', JointState, ALL)
+    procs = spawn_specs(spawn, specs, ['twin_plant'])
+    commands = probe.node.create_publisher(Float64MultiArray, '/robot1/effort_controller/commands', 10)
+    probe.wait_until(lambda: commands.get_subscription_count() > 0 and probe.matched_publishers('/robot1/clock'),
+                     60, 'twin_plant up', alive(procs))
+    assert probe.node.count_publishers('/clock') == 0  # remapped into the graph's namespace
+    for _ in range(5):
+        n_clock, n_states = len(clock), len(states)
+        before = ns(clock[-1].clock) if clock else None
+        commands.publish(Float64MultiArray(data=array.array('d', [0.0])))
+        probe.wait_until(lambda: len(clock) > n_clock and len(states) > n_states, 10, 'one lock-step',
+                         alive(procs))
+        now = ns(clock[-1].clock)
+        assert ns(states[-1].header.stamp) == now  # joint states carry the sim time of their step
+        if before is not None:
+            assert now - before == PERIOD_NS
+    assert ns(clock[-1].clock) >= 4 * PERIOD_NS
+
+
+def test_hifi_side_runs_on_sim_time_and_keeps_reporting_while_it_stands_still(spawn, probe, tmp_path):
+    """No learner: hifi_interface fills the budget of version 0 and pauses, the lock-step twin waits, sim time
+    stands still. /diagnostics (steady timers) keeps coming, stamped with that frozen sim time."""
+    budget = 150
+    specs = graph.build_graph('twin', namespace='robot1', run_dir=tmp_path,
+                              overrides={'algo.hf_steps_per_iter': budget})
+    clock = probe.subscribe('/robot1/clock', Clock, ALL)
+    episodes = probe.subscribe('/robot1/hifi/episodes', UInt8MultiArray, ALL)
+    diag = Statuses(probe)
+    procs = spawn_specs(spawn, specs, ['twin_plant', 'policy_server', 'hifi_interface'])
+    probe.publish('/robot1/policy/weights', weights_msg(0), LATCHED, subscribers=2, timeout=60)
+    hifi, server_, twin = '/robot1/hifi_interface', '/robot1/policy_server', '/robot1/twin_plant'
+    probe.wait_until(lambda: diag.latest(hifi).get('phase') == 'paused', 120, 'budget filled, paused',
+                     alive(procs))
+    n = {node: len(diag.of(node)) + 1 for node in (hifi, server_, twin)}  # the next may predate the pause
+    probe.wait_until(lambda: all(len(diag.of(node)) >= n[node] + 2 for node in n), 30,
+                     'two more statuses from each node while paused', alive(procs))
+    frozen = ns(clock[-1].clock)
+    for node in n:
+        stamps = [stamp for stamp, _ in diag.of(node)[n[node]:]]
+        assert stamps == [frozen] * len(stamps), node  # sim time (not wall time), and it stands still
+    steps, sim_time = int(diag.latest(twin)['steps']), float(diag.latest(twin)['sim_time'])
+    assert frozen == steps * PERIOD_NS and sim_time == pytest.approx(frozen / 1e9)  # monotonic over resets
+    values = diag.latest(hifi)
+    assert values['time_source'] == 'sim (/clock)' and values['clock_jumps_back'] == '0'
+    segments = [decode_episode(m.data) for m in episodes]
+    assert sum(len(s) for s in segments) == budget
+    finished = [s for s in segments if s.terminated]
+    if finished and int(values['episodes']) == len(finished):  # its duration in sim time: steps x period
+        assert abs(float(values['last_episode_s']) - len(finished[-1]) * TASK.dt) <= TASK.dt + 1e-3
+
+
+@pytest.mark.parametrize('server', [{'use_sim_time': True}], indirect=True)
+def test_watchdog_fires_while_sim_time_stands_still(server):
+    """The watchdog test of test_hifi_safety, with policy_server on sim time that never moves."""
+    probe, frozen = server.probe, 42 * 1_000_000_000
+    diag = Statuses(probe)
+    clock = probe.node.create_publisher(Clock, '/clock', 10)
+
+    def on_frozen_clock():
+        clock.publish(Clock(clock=stamp_of(frozen)))  # the same time again and again: no jump, no progress
+        return any(stamp == frozen for stamp, _ in diag.of('/policy_server'))
+    probe.wait_until(on_frozen_clock, 30, 'policy_server on the frozen sim time', server.alive)
+    watchdog_reaction(server)
+    n = len(diag.of('/policy_server'))
+    probe.wait_until(lambda: len(diag.of('/policy_server')) > n, 10, 'a fresh status', server.alive)
+    stamp, values = diag.of('/policy_server')[-1]
+    assert stamp == frozen and int(values['watchdog_trips']) >= 3
+
+
+class RewindingPlant:
+    """The test plays the robot side for hifi_interface: a lock-step plant publishing /clock and stamped joint
+    states, with a reset service. Its state is static and encodes the reset index, so every segment names the
+    reset it started from. `rewind` says how its time goes back:
+      clock_first  - at command 8 of the first episode the simulator is reset behind hifi_interface's back; its
+                     /clock jumps back, and the rewound joint state comes with the next reset;
+      states_first - the same, but a rewound joint state answers command 8, and the /clock jump comes with the
+                     next reset (a plant whose clock message is late);
+      own_reset    - every reset rewinds its time to 0 (Gazebo's world reset does), and the /clock jump reaches
+                     hifi_interface only with the new episode's first step, after its s0."""
+
+    def __init__(self, probe, rewind):
+        self.probe, self.rewind, node = probe, rewind, probe.node
+        self.t = 100 * 1_000_000_000
+        self.resets = self.episode_commands = self.commands = 0
+        self.rewound = False
+        self.clock_pub = node.create_publisher(Clock, '/clock', 10)
+        self.states_pub = node.create_publisher(JointState, '/joint_states', 10)
+        node.create_subscription(Float64MultiArray, '/effort_controller/commands', self.on_command, 10)
+        node.create_service(Trigger, '/reset', self.on_reset)
+
+    def publish_clock(self):
+        self.clock_pub.publish(Clock(clock=stamp_of(self.t)))
+
+    def publish_state(self):
+        msg = JointState(name=list(TASK.joint_names), position=[0.001 * self.resets, 0.0], velocity=[0.0, 0.0])
+        msg.header.stamp = stamp_of(self.t)
+        self.states_pub.publish(msg)
+
+    def on_reset(self, request, response):
+        self.resets += 1
+        self.episode_commands = 0
+        if self.rewind == 'own_reset':
+            self.t = 0  # /clock goes out with the next step only: the worst order for hifi_interface
+        else:
+            self.publish_clock()
+        self.publish_state()
+        response.success = True
+        return response
+
+    def on_command(self, msg):
+        self.commands += 1
+        self.episode_commands += 1
+        if self.rewind != 'own_reset' and not self.rewound and self.resets == 1 and self.episode_commands == 8:
+            self.rewound, self.t = True, 1_000_000_000  # reset behind hifi_interface's back
+            # One signal only, so hifi_interface must act on that one (else the step would stall, a stall abort).
+            self.publish_clock() if self.rewind == 'clock_first' else self.publish_state()
+            return
+        self.t += PERIOD_NS
+        self.publish_clock()
+        self.publish_state()
+
+
+@pytest.mark.parametrize('rewind', ['clock_first', 'states_first', 'own_reset'])
+def test_backward_clock_jump_is_a_reset_and_no_segment_straddles_it(spawn, probe, rewind):
+    budget = 40
+    plant = RewindingPlant(probe, rewind)
+    episodes = probe.subscribe('hifi/episodes', UInt8MultiArray, ALL)
+    diag = Statuses(probe)
+    fast = {'algo.hf_steps_per_iter': budget}
+    procs = [spawn('policy_server', args(TWIN, **fast)), spawn('hifi_interface', args(TWIN, **fast))]
+    start = plant.t
+
+    def on_plant_clock():  # /clock is best effort: say it until hifi_interface reports the plant's time
+        plant.publish_clock()
+        return any(stamp == start for stamp, _ in diag.of('/hifi_interface'))
+    probe.wait_until(on_plant_clock, 60, "hifi_interface on the plant's clock", alive(procs))
+    probe.publish('policy/weights', weights_msg(0), LATCHED, subscribers=2, timeout=60)
+    probe.wait_until(lambda: sum(len(decode_episode(m.data)) for m in episodes) >= budget, 120,
+                     'the budget filled', alive(procs))
+    n = len(diag.of('/hifi_interface'))
+    probe.wait_until(lambda: len(diag.of('/hifi_interface')) > n and diag.latest('/hifi_interface')['phase'] ==
+                     'paused', 30, 'a fresh status, paused', alive(procs))
+    stamp, values = diag.of('/hifi_interface')[-1]
+    segments = [decode_episode(m.data) for m in episodes]
+    print(f'{rewind}: {plant.commands} commands, {plant.resets} resets, segments '
+          f'{[(len(s), round(float(s.qpos0[0]), 3)) for s in segments]}, hifi {values}')
+    assert stamp == plant.t  # hifi_interface runs on the plant's clock
+    assert sum(len(s) for s in segments) == budget and not any(s.aborted for s in segments)
+    assert values['clock_jumps_back'] == '1'
+    if rewind == 'own_reset':  # the plant's own reset: nothing to drop, however late the /clock jump comes
+        assert values['rewind_aborts'] == '0' and values['aborted_segments'] == '0' and plant.resets == 1
+        assert np.allclose([s.qpos0[0] for s in segments], 0.001)
+    else:  # the 7 steps recorded before the rewind were dropped; all data comes from the next reset's s0
+        assert values['rewind_aborts'] == '1' and values['aborted_segments'] == '1' and plant.resets == 2
+        assert np.allclose([s.qpos0[0] for s in segments], 0.002) and plant.commands >= budget + 8
