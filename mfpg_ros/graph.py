@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import os
+import tempfile
 import time
 import typing
 from dataclasses import dataclass, field
@@ -25,10 +26,9 @@ PLANT_NODES = {'twin': ('twin_plant',), 'gazebo': (), 'real': ()}  # gazebo: see
 PROFILE_NODES = ('policy_server', 'hifi_interface', 'twin_plant')  # they read config/hardware/<hardware>.yaml
 # Nodes that run on the profile's clock (use_sim_time of config/hardware/<hardware>.yaml, '/**'; set for them even
 # when they do not read the profile). Their timers that must run while sim time stands still (a lock-step plant
-# waits for a command) are on the steady clock. Not yet: learner and lofi_sim, whose lofi timeout and pool polling
-# timers are on the node clock (a frozen sim time would hold them); bag_recorder, whose receive times must stay
-# monotonic for replay although Gazebo's world reset rewinds sim time.
-SIM_TIME_NODES = ('policy_server', 'hifi_interface', 'twin_plant')
+# waits for a command) are on the steady clock. Not bag_recorder: its receive times must stay monotonic for replay
+# although Gazebo's world reset rewinds sim time.
+SIM_TIME_NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant')
 
 
 @dataclass(frozen=True)
@@ -43,19 +43,35 @@ class NodeSpec:
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = True  # its exit ends the whole graph
 
+    def write_overrides(self, params_dir: str | os.PathLike | None = None) -> str:
+        """The overrides as a params file keyed by this node's full name; returns its path."""
+        text = '\n'.join([f'{self.fully_qualified_name}:', '  ros__parameters:',
+                          *(f'    {key}: {param_literal(value)}' for key, value in self.overrides.items())]) + '\n'
+        if params_dir is None:
+            with tempfile.NamedTemporaryFile('w', prefix='mfpg_params_', suffix='.yaml', delete=False) as f:
+                f.write(text)
+            return f.name
+        path = Path(params_dir) / f'{self.fully_qualified_name.strip("/").replace("/", "__")}.yaml'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return str(path)
+
     @property
     def fully_qualified_name(self) -> str:
         return f'/{self.namespace}/{self.name}' if self.namespace else f'/{self.name}'
 
-    def ros_args(self) -> list[str]:
-        """The `--ros-args ...` part of the command line (equivalent to what launch_ros builds for this Node)."""
+    def ros_args(self, params_dir: str | os.PathLike | None = None) -> list[str]:
+        """The `--ros-args ...` part of the command line (what launch_ros builds for this Node). The overrides go in
+        a params file keyed by the node's full name, last, so they beat every section of the other files (a `-p`
+        would lose to a node-specific section such as `/**/twin_plant`); it is written to `params_dir`, else to a
+        temporary file, as launch_ros does with parameter dicts."""
         args = ['--ros-args', '-r', f'__node:={self.name}']
         if self.namespace:
             args += ['-r', f'__ns:=/{self.namespace}']
         for path in self.params_files:
             args += ['--params-file', str(path)]
-        for key, value in self.overrides.items():
-            args += ['-p', f'{key}:={param_literal(value)}']
+        if self.overrides:
+            args += ['--params-file', self.write_overrides(params_dir)]
         for src, dst in self.remappings:
             args += ['-r', f'{src}:={dst}']
         return args

@@ -177,7 +177,7 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
 
     start = time.monotonic()
     deadline = math.inf if timeout is None else start + timeout
-    procs = [NodeProcess(s.name, [find_executable(s.executable, env), *s.ros_args()], env,
+    procs = [NodeProcess(s.name, [find_executable(s.executable, env), *s.ros_args(run_dir / 'params')], env,
                          run_dir / 'logs' / f'{s.name}.log') for s in specs]
     required = {s.name for s in specs if s.required}
     warned: set = set()

@@ -65,15 +65,17 @@ def test_argv_carries_name_namespace_params_and_remaps(tmp_path):
                               node_params={'learner': {'checkpoint_every': 5}},
                               remappings=[('/diagnostics', '/robot1/diagnostics')])
     learner = next(s for s in specs if s.name == 'learner')
-    argv = learner.ros_args()
+    argv = learner.ros_args(tmp_path / 'params')
     assert argv[0] == '--ros-args'
     assert _args(learner, '-r')[:2] == ['__node:=learner', '__ns:=/robot1']
     assert '/diagnostics:=/robot1/diagnostics' in _args(learner, '-r')
-    assert _args(learner, '--params-file') == [str(config)]
-    p = _args(learner, '-p')
-    assert {'iterations:=3', 'algo.lr:=0.001', 'target_return:=475.0', 'checkpoint_every:=5'} <= set(p)
-    assert f'run_dir:="{(tmp_path / "run").resolve()}"' in p
-    assert argv.index('--params-file') < argv.index('-p')  # -p overrides win over the files
+    files = [argv[i + 1] for i, a in enumerate(argv) if a == '--params-file']
+    assert files[0] == str(config) and files[-1] == str(tmp_path / 'params' / 'robot1__learner.yaml')  # last wins
+    lines = Path(files[-1]).read_text().splitlines()
+    assert lines[:2] == ['/robot1/learner:', '  ros__parameters:']
+    assert {'iterations: 3', 'algo.lr: 0.001', 'target_return: 475.0', 'checkpoint_every: 5'} <= {
+        line.strip() for line in lines}
+    assert f'    run_dir: "{(tmp_path / "run").resolve()}"' in lines
     assert learner.fully_qualified_name == '/robot1/learner'
     assert all(s.namespace == 'robot1' for s in specs)
 
@@ -151,6 +153,17 @@ def test_rcl_parses_the_argv_into_typed_parameters(tmp_path):
     assert params['run_dir'] == str(tmp_path.resolve()) and 'joint_names' not in params
     _, real = _parsed_by_rcl(graph.build_graph('real', run_dir=tmp_path)[3])
     assert real['on_budget'] == 'continue'
+
+
+def test_node_parameters_beat_the_profiles_node_sections(tmp_path):
+    """`--set twin_plant.mode=realtime` must win over the twin profile's `/**/twin_plant: mode: lockstep` (a `-p`
+    override would not), in a namespace too."""
+    for namespace in ('', 'robot1'):
+        specs = graph.build_graph('twin', namespace=namespace, run_dir=tmp_path, node_params={
+            'twin_plant': {'mode': 'realtime'}, 'policy_server': {'watchdog_timeout_s': 0.3}})
+        by_name = {s.name: s for s in specs}
+        assert _parsed_by_rcl(by_name['twin_plant'])[1]['mode'] == 'realtime'
+        assert _parsed_by_rcl(by_name['policy_server'])[1]['watchdog_timeout_s'] == 0.3
 
 
 # --- runner CLI ----------------------------------------------------------------------------------------------------

@@ -201,14 +201,19 @@ def test_backward_clock_jump_is_a_reset_and_no_segment_straddles_it(spawn, probe
     episodes = probe.subscribe('hifi/episodes', UInt8MultiArray, ALL)
     diag = Statuses(probe)
     fast = {'algo.hf_steps_per_iter': budget}
-    procs = [spawn('policy_server', args(TWIN, **fast)), spawn('hifi_interface', args(TWIN, **fast))]
+    # policy_server holds the weights before hifi_interface starts: an observation it cannot answer yet would end in
+    # a stall abort and an extra reset, which this test counts.
+    procs = [spawn('policy_server', args(TWIN, **fast))]
+    probe.publish('policy/weights', weights_msg(0), LATCHED, subscribers=1, timeout=60)
+    probe.wait_until(lambda: diag.latest('/policy_server').get('policy_version') == '0', 60,
+                     'policy_server holds weights version 0', alive(procs))
+    procs.append(spawn('hifi_interface', args(TWIN, **fast)))
     start = plant.t
 
-    def on_plant_clock():  # /clock is best effort: say it until hifi_interface reports the plant's time
-        plant.publish_clock()
-        return any(stamp == start for stamp, _ in diag.of('/hifi_interface'))
+    def on_plant_clock():  # /clock is best effort: say it until hifi_interface reports the plant's time (it may
+        plant.publish_clock()  # already be stepping: any sim stamp, neither 0 nor wall time)
+        return any(0 < stamp <= start + budget * 2 * PERIOD_NS for stamp, _ in diag.of('/hifi_interface'))
     probe.wait_until(on_plant_clock, 60, "hifi_interface on the plant's clock", alive(procs))
-    probe.publish('policy/weights', weights_msg(0), LATCHED, subscribers=2, timeout=60)
     probe.wait_until(lambda: sum(len(decode_episode(m.data)) for m in episodes) >= budget, 120,
                      'the budget filled', alive(procs))
     n = len(diag.of('/hifi_interface'))

@@ -79,7 +79,7 @@ class Diagnostics:
         self.node, self.values, self.rejections = node, values, rejections
         self.level = level or (lambda: (DiagnosticStatus.OK, 'ok'))
         self.pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        node.create_timer(period, self.publish, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        steady_timer(node, period, self.publish)
 
     def publish(self) -> None:
         lvl, message = self.level()
@@ -91,6 +91,11 @@ class Diagnostics:
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()  # node clock: sim time under use_sim_time
         self.pub.publish(msg)
+
+
+def steady_timer(node: Node, period: float, callback: Callable[[], None]):
+    """A timer on the steady clock: it keeps running while sim time stands still (a lock-step plant waiting)."""
+    return node.create_timer(period, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
 
 def newer_weights(msg: UInt8MultiArray, contract, key: bytes | None, version: int, rejections: Rejections):

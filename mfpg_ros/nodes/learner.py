@@ -21,7 +21,7 @@ from mfpg_ros.core.codec import CodecError, decode_episode, encode_weights
 from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LATCHED, LOFI_EPISODES, METRICS, WEIGHTS, \
-    Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
+    Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 from mfpg_ros.tensorboard_log import TensorBoardLog
@@ -76,7 +76,7 @@ class LearnerNode(Node):
                                  EPISODES_IN)
         self.create_subscription(UInt8MultiArray, LOFI_EPISODES, lambda m: self.on_episode(m, LOFI_EPISODES),
                                  EPISODES_IN)
-        self.create_timer(0.1, self.maybe_update)
+        steady_timer(self, 0.1, self.maybe_update)  # the lofi timeout runs while sim time stands still
         Diagnostics(self, self.diagnostics, rejections=self.rejections)
         if self.run_dir:
             self.run_dir.mkdir(parents=True, exist_ok=True)
