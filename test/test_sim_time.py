@@ -200,7 +200,7 @@ def test_backward_clock_jump_is_a_reset_and_no_segment_straddles_it(spawn, probe
     plant = RewindingPlant(probe, rewind)
     episodes = probe.subscribe('hifi/episodes', UInt8MultiArray, ALL)
     diag = Statuses(probe)
-    fast = {'algo.hf_steps_per_iter': budget}
+    fast = {'algo.hf_steps_per_iter': budget, 'stall_timeout_s': 5.0}  # a loaded machine must not add stall aborts
     # policy_server holds the weights before hifi_interface starts: an observation it cannot answer yet would end in
     # a stall abort and an extra reset, which this test counts.
     procs = [spawn('policy_server', args(TWIN, **fast))]

@@ -68,7 +68,7 @@ class HifiInterface(Node):
         self.idle_pub = self.create_publisher(Bool, IDLE, CONTROL)
         self.episode_pub = self.create_publisher(UInt8MultiArray, HIFI_EPISODES, EPISODES)
         self.create_subscription(JointState, states_topic, self.on_joint_states, CONTROL)
-        self.create_subscription(Float64MultiArray, ACTION, self.on_action, CONTROL)
+        self.action_sub = self.create_subscription(Float64MultiArray, ACTION, self.on_action, CONTROL)
         self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED)
         self.reset_client = self.create_client(Trigger, reset_service)
         self.create_service(Trigger, 'confirm_reset', self.on_operator_confirm)
@@ -93,7 +93,7 @@ class HifiInterface(Node):
     def waiting_for(self) -> str:
         if self.phase == RESETTING:
             return 'operator: confirm_reset' if self.reset_strategy == 'operator' else 'reset service'
-        return {WAITING: 'policy weights / reset service', PAUSED: 'next policy version',
+        return {WAITING: 'policy weights / reset service / policy_server', PAUSED: 'next policy version',
                 OBSERVING: 'action', ACTING: 'joint_states', STARTING: 'joint_states'}[self.phase]
 
     # ---- inputs --------------------------------------------------------------------------------------------
@@ -164,9 +164,12 @@ class HifiInterface(Node):
         self.idle_ticks = self.idle_ticks + 1 if self.phase == WAITING else 0
         if self.idle_ticks % 10 == 9:  # every 5 s while nothing happens: say what is missing
             self.get_logger().warn(f'waiting for {self.waiting_for()}: joint_states seen: '
-                                   f'{self.latest_state is not None}, policy version: {self.latest_version}')
+                                   f'{self.latest_state is not None}, policy version: {self.latest_version}, '
+                                   f'policy_server matched: {self.obs_pub.get_subscription_count() > 0}')
         ready = self.reset_strategy == 'operator' or self.reset_client.service_is_ready()
-        if self.phase == WAITING and self.latest_version >= 0 and ready:
+        # An observation sent before policy_server matched is lost, and the episode would end in a stall abort.
+        server = self.obs_pub.get_subscription_count() > 0 and self.action_sub.get_publisher_count() > 0
+        if self.phase == WAITING and self.latest_version >= 0 and ready and server:
             self.request_reset()
 
     def check_stall(self) -> None:
