@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import array
 import time
+import uuid
 
 import numpy as np
 from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
@@ -54,8 +55,11 @@ class HifiInterface(Node):
             raise ValueError(f"on_budget must be 'pause' or 'continue', got {self.on_budget!r}")
         self.key = signing_key(self)
         self.contract = self.task.contract
+        # Episode ids are unique per start: the learner and lofi_sim tell a version's segments apart by id, and a
+        # restarted hifi_interface reusing its predecessor's ids would have its segments dropped as duplicates.
         self.recorder = SegmentRecorder(self.task, cfg.algo.hf_steps_per_iter, cfg.seed,
-                                        prefix=f'{self.get_namespace().strip("/") or "hf"}-{cfg.seed}')
+                                        prefix=f'{self.get_namespace().strip("/") or "hf"}-{cfg.seed}-'
+                                               f'{uuid.uuid4().hex[:8]}')
         self.phase, self.latest_version, self.seq, self.pending_state = WAITING, -1, 0, None
         self.early_state, self.phase_since, self.latest_state = None, time.monotonic(), None
         self.last_stamp: int | None = None  # newest joint_states header stamp, ns

@@ -49,6 +49,7 @@ class LearnerNode(Node):
         self.lofi_timeout = self.declare_parameter('lofi_timeout_s', 30.0).value
         self.exit_when_done = self.declare_parameter('exit_when_done', True).value
         resume = self.declare_parameter('resume', '').value  # a checkpoint file, or a run folder (its latest)
+        self.resumed = bool(resume)
         self.key = signing_key(self)
         task = make_task(cfg.task, cfg.lofi_variant)
         self.contract = task.contract
@@ -158,6 +159,9 @@ class LearnerNode(Node):
         if not self.run_dir:
             return
         path = self.run_dir / 'metrics.csv'
+        if self.csv_fields is None and self.resumed and path.is_file():  # resumed into its run folder: append
+            with path.open(newline='') as f:
+                self.csv_fields = next(csv.reader(f), None) or None
         new = self.csv_fields is None
         self.csv_fields = self.csv_fields or sorted(metrics)
         with path.open('w' if new else 'a', newline='') as f:
