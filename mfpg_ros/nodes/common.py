@@ -10,6 +10,7 @@ from typing import Callable
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -35,6 +36,14 @@ EPISODES_IN = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=Reliability
 HISTORY = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,  # late joiners get the whole run so far
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CONTROL = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+# rclpy arms two QoS-event handlers (incompatible QoS / type warnings) per publisher and subscription, and the
+# executor re-adds each to its wait set on every spin: in a node of a dozen endpoints that is a good part of the
+# per-message cost on the control loop. Our publishers go without (a subscriber with incompatible QoS is warned on
+# its own side), as do subscriptions to topics whose publishers are ours; hardware- and user-facing subscriptions
+# (joint_states, estop) keep them.
+QUIET_PUB = {'event_callbacks': PublisherEventCallbacks(use_default_callbacks=False)}
+QUIET_SUB = {'event_callbacks': SubscriptionEventCallbacks(use_default_callbacks=False)}
 
 
 def bytes_msg(payload: bytes) -> UInt8MultiArray:
@@ -78,7 +87,7 @@ class Diagnostics:
                  period: float = 1.0, level: Callable[[], tuple[int, str]] | None = None):
         self.node, self.values, self.rejections = node, values, rejections
         self.level = level or (lambda: (DiagnosticStatus.OK, 'ok'))
-        self.pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10, **QUIET_PUB)
         steady_timer(node, period, self.publish)
 
     def publish(self) -> None:

@@ -28,8 +28,8 @@ from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from mfpg_ros.core.codec import CodecError, decode_weights, encode_episode
-from mfpg_ros.nodes.common import ACTION, CONTROL, EPISODES, HIFI_EPISODES, IDLE, LATCHED, OBSERVATION, WEIGHTS, \
-    Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
+from mfpg_ros.nodes.common import ACTION, CONTROL, EPISODES, HIFI_EPISODES, IDLE, LATCHED, OBSERVATION, QUIET_PUB, \
+    QUIET_SUB, WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.recorder import JointStateError, SegmentRecorder, joint_vector
 from mfpg_ros.sim.tasks import make_task
@@ -68,12 +68,12 @@ class HifiInterface(Node):
         self.episode_start, self.last_episode_s = 0, float('nan')  # node clock (sim time under use_sim_time), ns
         self.rejections = Rejections(self)
 
-        self.obs_pub = self.create_publisher(Float64MultiArray, OBSERVATION, CONTROL)
-        self.idle_pub = self.create_publisher(Bool, IDLE, CONTROL)
-        self.episode_pub = self.create_publisher(UInt8MultiArray, HIFI_EPISODES, EPISODES)
+        self.obs_pub = self.create_publisher(Float64MultiArray, OBSERVATION, CONTROL, **QUIET_PUB)
+        self.idle_pub = self.create_publisher(Bool, IDLE, CONTROL, **QUIET_PUB)
+        self.episode_pub = self.create_publisher(UInt8MultiArray, HIFI_EPISODES, EPISODES, **QUIET_PUB)
         self.create_subscription(JointState, states_topic, self.on_joint_states, CONTROL)
-        self.action_sub = self.create_subscription(Float64MultiArray, ACTION, self.on_action, CONTROL)
-        self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED)
+        self.action_sub = self.create_subscription(Float64MultiArray, ACTION, self.on_action, CONTROL, **QUIET_SUB)
+        self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED, **QUIET_SUB)
         self.reset_client = self.create_client(Trigger, reset_service)
         self.create_service(Trigger, 'confirm_reset', self.on_operator_confirm)
         steady = Clock(clock_type=ClockType.STEADY_TIME)  # runs while sim time stands still (see the docstring)

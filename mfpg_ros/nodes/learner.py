@@ -20,8 +20,8 @@ from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episode, encode_weights
 from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
-from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LATCHED, LOFI_EPISODES, METRICS, WEIGHTS, \
-    Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
+from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LATCHED, LOFI_EPISODES, METRICS, QUIET_PUB, \
+    QUIET_SUB, WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 from mfpg_ros.tensorboard_log import TensorBoardLog
@@ -70,13 +70,13 @@ class LearnerNode(Node):
         self.done = False
         self.csv_fields: list[str] | None = None
         self.rejections = Rejections(self)
-        self.weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS, LATCHED)
-        self.summary_pub = self.create_publisher(String, f'{METRICS}/summary', HISTORY)
+        self.weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS, LATCHED, **QUIET_PUB)
+        self.summary_pub = self.create_publisher(String, f'{METRICS}/summary', HISTORY, **QUIET_PUB)
         self.metric_pubs: dict[str, object] = {}
         self.create_subscription(UInt8MultiArray, HIFI_EPISODES, lambda m: self.on_episode(m, HIFI_EPISODES),
-                                 EPISODES_IN)
+                                 EPISODES_IN, **QUIET_SUB)
         self.create_subscription(UInt8MultiArray, LOFI_EPISODES, lambda m: self.on_episode(m, LOFI_EPISODES),
-                                 EPISODES_IN)
+                                 EPISODES_IN, **QUIET_SUB)
         steady_timer(self, 0.1, self.maybe_update)  # the lofi timeout runs while sim time stands still
         Diagnostics(self, self.diagnostics, rejections=self.rejections)
         if self.run_dir:
@@ -152,7 +152,7 @@ class LearnerNode(Node):
         self.summary_pub.publish(String(data=json.dumps(metrics)))
         for name, value in metrics.items():
             if name not in self.metric_pubs:
-                self.metric_pubs[name] = self.create_publisher(Float64, f'{METRICS}/{name}', 10)
+                self.metric_pubs[name] = self.create_publisher(Float64, f'{METRICS}/{name}', 10, **QUIET_PUB)
             self.metric_pubs[name].publish(Float64(data=float(value)))
 
     def save(self, metrics: dict) -> None:

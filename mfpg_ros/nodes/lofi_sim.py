@@ -12,8 +12,8 @@ from mfpg_ros.core.codec import CodecError, build_model, decode_episode, encode_
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.learners import needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
-from mfpg_ros.nodes.common import EPISODES, EPISODES_IN, HIFI_EPISODES, LATCHED, LOFI_EPISODES, WEIGHTS, Diagnostics, \
-    Rejections, bytes_msg, msg_bytes, newer_weights, run, signing_key, steady_timer
+from mfpg_ros.nodes.common import EPISODES, EPISODES_IN, HIFI_EPISODES, LATCHED, LOFI_EPISODES, QUIET_PUB, QUIET_SUB, \
+    WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, newer_weights, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
@@ -44,9 +44,9 @@ class LofiSim(Node):
         self.waiting = []  # HF segments of versions whose weights have not arrived yet
         self.replays = self.pool_steps = self.stale = 0
         self.rejections = Rejections(self)
-        self.episode_pub = self.create_publisher(UInt8MultiArray, LOFI_EPISODES, EPISODES)
-        self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED)
-        self.create_subscription(UInt8MultiArray, HIFI_EPISODES, self.on_hifi_episode, EPISODES_IN)
+        self.episode_pub = self.create_publisher(UInt8MultiArray, LOFI_EPISODES, EPISODES, **QUIET_PUB)
+        self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED, **QUIET_SUB)
+        self.create_subscription(UInt8MultiArray, HIFI_EPISODES, self.on_hifi_episode, EPISODES_IN, **QUIET_SUB)
         steady_timer(self, 0.005, self.run_pool)
         Diagnostics(self, lambda: {'policy_version': self.version, 'replays': self.replays,
                                    'pool_steps': self.pool_steps, 'stale_dropped': self.stale,

@@ -29,8 +29,8 @@ from std_srvs.srv import Trigger
 from mfpg_ros.core.codec import build_model
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.core.safety import CommandGate
-from mfpg_ros.nodes.common import ACTION, CONTROL, IDLE, LATCHED, OBSERVATION, WEIGHTS, Diagnostics, Rejections, \
-    newer_weights, run, signing_key
+from mfpg_ros.nodes.common import ACTION, CONTROL, IDLE, LATCHED, OBSERVATION, QUIET_PUB, QUIET_SUB, WEIGHTS, \
+    Diagnostics, Rejections, newer_weights, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 
@@ -65,12 +65,12 @@ class PolicyServer(LifecycleNode):
         self.gate = CommandGate(low * scale, high * scale, max_delta=p['max_command_rate'] * task.dt,
                                 on_stale=p['safe_command'])
         self.rng = np.random.default_rng([self.cfg.seed, 13])
-        self.command_pub = self.create_lifecycle_publisher(Float64MultiArray, p['command_topic'], CONTROL)
-        self.action_pub = self.create_lifecycle_publisher(Float64MultiArray, ACTION, CONTROL)
-        self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED)
-        self.create_subscription(Float64MultiArray, OBSERVATION, self.on_observation, CONTROL)
+        self.command_pub = self.create_lifecycle_publisher(Float64MultiArray, p['command_topic'], CONTROL, **QUIET_PUB)
+        self.action_pub = self.create_lifecycle_publisher(Float64MultiArray, ACTION, CONTROL, **QUIET_PUB)
+        self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED, **QUIET_SUB)
+        self.create_subscription(Float64MultiArray, OBSERVATION, self.on_observation, CONTROL, **QUIET_SUB)
         self.create_subscription(Bool, 'estop', self.on_estop, CONTROL)
-        self.create_subscription(Bool, IDLE, self.on_idle, CONTROL)  # volatile: works with any publisher
+        self.create_subscription(Bool, IDLE, self.on_idle, CONTROL, **QUIET_SUB)  # volatile: any publisher
         self.create_service(Trigger, 'estop_reset', self.on_estop_reset)
         period = max(p["watchdog_timeout_s"] / 10, 0.002)  # reaction within timeout + one check period
         self.create_timer(period, self.watchdog, clock=self.steady)

@@ -20,7 +20,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from mfpg_ros.nodes.common import CONTROL, Diagnostics, Rejections, run
+from mfpg_ros.nodes.common import CONTROL, QUIET_PUB, QUIET_SUB, Diagnostics, Rejections, run
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 
@@ -47,9 +47,9 @@ class TwinPlant(Node):
         self.period_ns = round(self.task.dt * 1e9)
         self.ticks = 0  # control periods simulated: the sim time published on /clock is ticks * period_ns
         self.rejections = Rejections(self)
-        self.states_pub = self.create_publisher(JointState, states_topic, CONTROL)
-        self.clock_pub = self.create_publisher(Clock, '/clock', 10)  # the graph remaps it per namespace
-        self.create_subscription(Float64MultiArray, command_topic, self.on_command, CONTROL)
+        self.states_pub = self.create_publisher(JointState, states_topic, CONTROL, **QUIET_PUB)
+        self.clock_pub = self.create_publisher(Clock, '/clock', 10, **QUIET_PUB)  # the graph remaps it per namespace
+        self.create_subscription(Float64MultiArray, command_topic, self.on_command, CONTROL, **QUIET_SUB)
         self.create_service(Trigger, reset_service, self.on_reset)
         if self.mode == 'realtime':  # steady clock: this timer makes the sim time, it cannot wait for it
             self.create_timer(self.task.dt, self.advance, clock=RclClock(clock_type=ClockType.STEADY_TIME))
