@@ -81,6 +81,8 @@ class LearnerNode(Node):
         Diagnostics(self, self.diagnostics, rejections=self.rejections)
         if self.run_dir:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                self.checkpoint()  # a learner that dies before its first update resumes too
         self.tensorboard = TensorBoardLog(self.run_dir / 'tensorboard') if self.run_dir else None
         self.publish_weights()
         self.get_logger().info(f'{algo.algorithm} on {cfg.task}: waiting for version {self.learner.version} data')
@@ -170,12 +172,15 @@ class LearnerNode(Node):
                 writer.writeheader()
             writer.writerow(metrics)
         self.tensorboard.log(self.learner.version, metrics)
-        # Every version is checkpointed; every checkpoint_every-th and the newest are kept.
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Every version is checkpointed (the initial one too); every checkpoint_every-th and the newest are kept."""
         folder = self.run_dir / 'checkpoints'
         save_checkpoint(self.learner, folder / f'learner_{self.learner.version:06d}.safetensors',
                         extra={'config': self.cfg.to_dict()})
         previous = self.learner.version - 1
-        if previous % self.checkpoint_every:
+        if previous >= 0 and previous % self.checkpoint_every:
             (folder / f'learner_{previous:06d}.safetensors').unlink(missing_ok=True)
 
     def destroy_node(self) -> None:
