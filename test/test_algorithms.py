@@ -117,3 +117,39 @@ def test_unpaired_hf_segments_are_dropped_from_the_mf_term():
 def test_pearson_of_identical_surrogates_is_one():
     x = np.arange(10.0)
     assert pearson_stats(x, x)[0] == pytest.approx(1.0)
+
+
+def _clipped_grads(clip_mode, vf_coef, algorithm='mf_reinforce'):
+    """Gradients after clipping (the optimiser step is disabled), split into policy and value parameters."""
+    learner = Learner(AlgoConfig(algorithm=algorithm, clip_mode=clip_mode, vf_coef=vf_coef), CONTRACT, seed=3)
+    learner.optimizer.step = lambda: None
+    m = learner.update(*_data())
+    named = list(learner.model.named_parameters())
+    policy = torch.cat([p.grad.flatten() for n, p in named if not n.startswith('vf.')])
+    value = torch.cat([p.grad.flatten() for n, p in named if n.startswith('vf.')])
+    return policy, value, m
+
+
+@pytest.mark.parametrize('algorithm', ['mf_reinforce', 'reinforce'])
+def test_separate_clip_makes_the_policy_step_independent_of_the_value_loss(algorithm):
+    pi_1, vf_1, m_1 = _clipped_grads('separate', 1.0, algorithm)
+    pi_100, vf_100, m_100 = _clipped_grads('separate', 100.0, algorithm)
+    assert m_1['value_grad_norm'] > 1.0  # the critic's gradient is clipped, as in the benchmark runs
+    assert m_100['value_grad_norm'] == pytest.approx(100 * m_1['value_grad_norm'], rel=1e-4)
+    assert m_100['policy_grad_norm'] == m_1['policy_grad_norm']
+    assert torch.equal(pi_1, pi_100)  # the value loss scale no longer reaches the policy step
+    assert float(pi_1.norm()) == pytest.approx(min(1.0, m_1['policy_grad_norm']), rel=1e-5)  # each group on its own
+    assert float(vf_1.norm()) == pytest.approx(1.0, rel=1e-5) and float(vf_100.norm()) == pytest.approx(1.0, rel=1e-5)
+    assert m_1['grad_norm'] == pytest.approx(np.hypot(m_1['policy_grad_norm'], m_1['value_grad_norm']), rel=1e-6)
+    joint_1, _, j_1 = _clipped_grads('joint', 1.0, algorithm)
+    joint_100, _, _ = _clipped_grads('joint', 100.0, algorithm)
+    assert not torch.allclose(joint_1, joint_100)  # joint: a bigger critic error shrinks the policy step
+    assert float(joint_100.norm()) < float(joint_1.norm())
+    assert j_1['grad_norm'] == pytest.approx(np.hypot(j_1['policy_grad_norm'], j_1['value_grad_norm']), rel=1e-5)
+
+
+def test_clip_mode_is_validated():
+    with pytest.raises(ValueError, match='clip_mode'):
+        AlgoConfig(clip_mode='both')
+    with pytest.raises(ValueError, match='not implemented'):
+        AlgoConfig(algorithm='ppo', clip_mode='separate')

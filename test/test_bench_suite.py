@@ -59,6 +59,25 @@ def test_k_times_hf_really_uses_k_times_the_hf_steps(smoke):
     assert paper['iterations'] * 3072 == pytest.approx(15 * 400, rel=0.5)  # 15x the base budget, whole batches
 
 
+def test_set_overrides_every_run_and_names_the_folder(tmp_path, capsys, monkeypatch):
+    specs = run_specs(PRESETS['quick'], ['cartpole_twin'], ['mf_reinforce', 'reinforce'], [0],
+                      overrides={'algo.clip_mode': 'separate', 'algo.estimator.c_from_previous': True})
+    for spec in specs:
+        assert spec['config']['algo']['clip_mode'] == 'separate' and spec['config']['algo']['lr'] == 3e-3
+        assert spec['config']['algo']['estimator'] == {'c_from_previous': True}
+        assert spec['overrides'] == {'algo.clip_mode': 'separate', 'algo.estimator.c_from_previous': True}
+    monkeypatch.chdir(tmp_path)
+    from mfpg_ros.bench import suite
+    assert suite.main(['--methods', 'ppo', '--set', 'algo.clip_mode=joint', '--list']) == 0
+    with pytest.raises(SystemExit):  # separate clipping is not implemented for PPO: refused before any run
+        suite.main(['--methods', 'ppo', '--set', 'algo.clip_mode=separate', '--list'])
+    (tmp_path / 'bench_out/quick__algo.clip_mode=separate').mkdir(parents=True)
+    (tmp_path / 'bench_out/quick__algo.clip_mode=separate/suite_quick.json').write_text('{"overrides": {}}')
+    with pytest.raises(ValueError, match='overrides'):  # default folder name carries the overrides; no mixing
+        suite.main(['--settings', 'cartpole_twin', '--methods', 'reinforce', '--seeds', '0',
+                    '--set', 'algo.clip_mode=separate'])
+
+
 def test_report_parses_its_own_output(smoke, capsys, tmp_path):
     out, _ = smoke
     doc = tmp_path / 'results.md'

@@ -1,12 +1,15 @@
 """`mfpg bench suite`: settings x methods x seeds -> one results folder (resumable, parallel, one torch thread each).
 
 Layout of OUT:
-  suite_<preset>.json                     the preset and its run list
+  suite_<preset>.json                     the preset, its run list and the --set overrides
   runs/<setting>/<method>/seed<k>/        config.yaml, curve.csv, summary.json (written last: the run is done)
   curves.csv                              one row per run x evaluation point
   summary.csv                             one row per run (timings, LF throughput, mean rho and c, final return)
 Evaluations: deterministic (mean action), eval_episodes episodes on the HF plant, at HF step 0 and every
 `eval_every` HF steps on the common axis hf_steps / k (k-x methods), plus after the last iteration.
+`--set KEY=VALUE` (dotted TrainConfig keys, e.g. algo.clip_mode=separate) overrides every run's config after the
+preset and the method; the overrides are kept in each run's config.yaml and, by default, in the folder name
+(bench_out/<preset>__algo.clip_mode=separate).
 """
 from __future__ import annotations
 
@@ -27,11 +30,12 @@ SUMMARY_FIELDS = ('setting', 'gap', 'family', 'task', 'method', 'seed', 'hf_mult
                   'lf_steps', 'final_return', 'wall_seconds', 'eval_seconds', 'iteration_seconds',
                   'collect_seconds', 'update_seconds', 'lf_steps_per_s', 'rho_mean', 'c_mean', 'var_ratio_mean',
                   'n_aligned_mean', 'skipped_fraction', 'clamped_fraction', 'reward_correction_mean', 'final_std',
-                  'unstable_lf_segments')
+                  'unstable_lf_segments', 'policy_grad_norm_mean', 'value_grad_norm_mean')
 
 
-def run_specs(preset: Preset, settings=None, methods=None, seeds=None) -> list[dict]:
-    """Everything one run needs, as plain data (picklable, written to config.yaml)."""
+def run_specs(preset: Preset, settings=None, methods=None, seeds=None, overrides=None) -> list[dict]:
+    """Everything one run needs, as plain data (picklable, written to config.yaml). `overrides`: {dotted key: value}
+    applied to every run's config last."""
     specs = []
     for name in settings or preset.settings:
         setting = SETTINGS[name]
@@ -44,9 +48,15 @@ def run_specs(preset: Preset, settings=None, methods=None, seeds=None) -> list[d
             for seed in seeds or preset.seeds:
                 cfg, iterations = method.configure(base, setting.family, budget.hf_steps)
                 cfg.update(seed=int(seed), iterations=iterations)
+                for dotted, value in (overrides or {}).items():
+                    *path, leaf = dotted.split('.')
+                    node = cfg
+                    for key in path:
+                        node = node.setdefault(key, {})
+                    node[leaf] = value
                 specs.append({'setting': name, 'gap': setting.gap, 'family': setting.family, 'method': method_name,
                               'seed': int(seed), 'hf_multiplier': method.hf_multiplier,
-                              'eval_every': budget.eval_every, 'config': cfg})
+                              'eval_every': budget.eval_every, 'overrides': dict(overrides or {}), 'config': cfg})
     return specs
 
 
@@ -130,6 +140,8 @@ def _summarise(history: list[dict], trainer) -> dict:
             'clamped_fraction': len(clamped) / max(1, len(used)) if mf else float('nan'),
             'reward_correction_mean': mean('reward_correction'),  # DARC / PAR: mean LF reward change per step
             'final_std': history[-1]['std'] if history else float('nan'),
+            'policy_grad_norm_mean': mean('policy_grad_norm', used),  # pre-clip norms (REINFORCE family)
+            'value_grad_norm_mean': mean('value_grad_norm', used),
             'unstable_lf_segments': trainer.pool.unstable_count + trainer.replayer.unstable_count}
 
 
@@ -169,13 +181,17 @@ def collect_results(out: Path, specs: list[dict]) -> tuple[list[dict], list[dict
 
 
 def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, methods=None, seeds=None,
-              progress: bool = True) -> tuple[list[dict], list[dict]]:
+              progress: bool = True, overrides=None) -> tuple[list[dict], list[dict]]:
     out.mkdir(parents=True, exist_ok=True)
-    specs = run_specs(preset, settings, methods, seeds)
-    (out / f'suite_{preset.name}.json').write_text(json.dumps({'preset': preset.name, 'runs': len(specs),
-                                                'settings': sorted({s['setting'] for s in specs}),
-                                                'methods': sorted({s['method'] for s in specs}),
-                                                'seeds': sorted({s['seed'] for s in specs})}, indent=1))
+    specs = run_specs(preset, settings, methods, seeds, overrides)
+    record = out / f'suite_{preset.name}.json'
+    if record.exists() and json.loads(record.read_text()).get('overrides', {}) != dict(overrides or {}):
+        raise ValueError(f'{out} holds runs with other --set overrides ({record}); use another --out')
+    record.write_text(json.dumps({'preset': preset.name, 'runs': len(specs),
+                                  'settings': sorted({s['setting'] for s in specs}),
+                                  'methods': sorted({s['method'] for s in specs}),
+                                  'seeds': sorted({s['seed'] for s in specs}), 'overrides': dict(overrides or {})},
+                                 indent=1))
     todo = sorted((s for s in specs if not (run_dir(out, s) / 'summary.json').exists()), key=_cost, reverse=True)
     from tqdm import tqdm
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f'suite {preset.name}', unit='run',
@@ -205,22 +221,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--settings', nargs='*', default=None, help='subset (or extra) settings by name')
     parser.add_argument('--methods', nargs='*', default=None, help='subset (or extra) methods by name')
     parser.add_argument('--seeds', nargs='*', type=int, default=None)
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='config override for every run, e.g. algo.clip_mode=separate (repeatable)')
     parser.add_argument('--list', action='store_true', help='print the runs and exit')
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    import yaml
+
+    from mfpg_ros.core.config import load_config
+    overrides, tag = {}, ''
+    for item in args.set:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            parser.error(f'--set expects KEY=VALUE, got {item!r}')
+        overrides[key], tag = yaml.safe_load(value), f'{tag}__{key}={value}'
     for name in args.settings or ():
         if name not in SETTINGS:
             parser.error(f'unknown setting {name!r}; valid: {sorted(SETTINGS)}')
     for name in args.methods or ():
         if name not in METHODS:
             parser.error(f'unknown method {name!r}; valid: {sorted(METHODS)}')
-    out = Path(args.out or f'bench_out/{preset.name}')
+    specs = run_specs(preset, args.settings, args.methods, args.seeds, overrides)
+    for spec in specs:
+        try:
+            load_config(spec['config'])
+        except (ValueError, TypeError) as exc:
+            parser.error(f"{spec['setting']}/{spec['method']}: {exc}")
+    out = Path(args.out or f'bench_out/{preset.name}{tag}')
     if args.list:
-        for s in run_specs(preset, args.settings, args.methods, args.seeds):
+        for s in specs:
             print(s['setting'], s['method'], s['seed'], s['config']['iterations'], 'iterations of',
                   s['config']['algo']['hf_steps_per_iter'], 'HF steps')
         return 0
     t0 = time.perf_counter()
-    _, summaries = run_suite(preset, out, args.workers, args.settings, args.methods, args.seeds)
+    _, summaries = run_suite(preset, out, args.workers, args.settings, args.methods, args.seeds, overrides=overrides)
     print(f'{len(summaries)} runs finished in {out} ({time.perf_counter() - t0:.0f} s this call)')
     return 0

@@ -1,7 +1,9 @@
 """REINFORCE with a value baseline in three flavours: multi-fidelity (control variate), HF-only and LF-only.
 
 One `Learner.update` is one iteration of the authors' loop: advantages from the current critic, one Adam step on
-policy + value loss with global grad-norm clipping, then the policy version advances.
+policy + value loss with grad-norm clipping, then the policy version advances. The clip is global over policy and
+value parameters together (`algo.clip_mode: joint`, the authors' code) or applied to each group on its own
+(`separate`: the policy step no longer shrinks with the critic's error).
 """
 from __future__ import annotations
 
@@ -70,15 +72,33 @@ class Learner:
 
     def _step(self, policy_loss: torch.Tensor, fit: est.Steps) -> dict:
         if len(fit) <= self.cfg.estimator.min_aligned_steps:
-            return {'skipped': 1.0, 'policy_loss': float('nan'), 'value_loss': float('nan'), 'grad_norm': 0.0}
+            return {'skipped': 1.0, 'policy_loss': float('nan'), 'value_loss': float('nan'), 'grad_norm': 0.0,
+                    'policy_grad_norm': 0.0, 'value_grad_norm': 0.0}
         value_loss = torch.nn.functional.mse_loss(self.model.value(fit.obs), fit.returns)
         loss = policy_loss + self.cfg.vf_coef * value_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        norms = self._clip_gradients()
         self.optimizer.step()
         return {'skipped': 0.0, 'policy_loss': float(policy_loss.detach()), 'value_loss': float(value_loss.detach()),
-                'grad_norm': float(grad_norm)}
+                **norms}
+
+    def _clip_gradients(self) -> dict:
+        """Clip per `clip_mode`; returns the pre-clip norms: total, policy parameters (pi + log_std), value (vf,
+        incl. vf_coef). The policy loss reaches only the policy parameters and the value loss only vf."""
+        policy = [p for n, p in self.model.named_parameters() if not n.startswith('vf.')]
+        value = [p for n, p in self.model.named_parameters() if n.startswith('vf.')]
+        with torch.no_grad():
+            g_pi, g_vf = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in group
+                                                                if p.grad is not None] or [torch.zeros(())]))
+                          for group in (policy, value))
+        if self.cfg.clip_mode == 'separate':
+            torch.nn.utils.clip_grad_norm_(policy, self.cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(value, self.cfg.max_grad_norm)
+            grad_norm = torch.sqrt(g_pi ** 2 + g_vf ** 2)
+        else:  # joint: one global clip, exactly as before the switch existed
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        return {'grad_norm': float(grad_norm), 'policy_grad_norm': float(g_pi), 'value_grad_norm': float(g_vf)}
 
     def _mf_terms(self, hifi, paired, pool):
         e, gamma = self.cfg.estimator, self.cfg.gamma

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 ALGORITHMS = ('mf_reinforce', 'reinforce', 'lf_reinforce', 'mf_ppo', 'ppo', 'darc', 'par')
+CLIP_MODES = ('joint', 'separate')
 
 
 @dataclass
@@ -69,6 +70,10 @@ class AlgoConfig:
     lr: float = 7e-4
     gamma: float = 0.97
     max_grad_norm: float = 1.0
+    # joint: one grad-norm clip over policy + value parameters together (the authors' code; the critic's gradient
+    # dominates the norm, so it sets the policy's step). separate: policy parameters (pi, log_std) and value
+    # parameters (vf) are each clipped to max_grad_norm on their own. REINFORCE-family learners only.
+    clip_mode: str = 'joint'
     vf_coef: float = 1.0
     adam_eps: float = 1e-5
     hidden: tuple[int, ...] = (64, 64)
@@ -84,6 +89,10 @@ class AlgoConfig:
         self.hidden = tuple(self.hidden)
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f'algorithm {self.algorithm!r} is not one of {ALGORITHMS}')
+        if self.clip_mode not in CLIP_MODES:
+            raise ValueError(f'clip_mode {self.clip_mode!r} is not one of {CLIP_MODES}')
+        if self.clip_mode != 'joint' and self.algorithm in ('mf_ppo', 'ppo'):
+            raise ValueError(f"clip_mode {self.clip_mode!r} is not implemented for {self.algorithm!r} (joint only)")
         if isinstance(self.estimator, dict):
             self.estimator = _build(EstimatorConfig, self.estimator, 'estimator')
         if isinstance(self.ppo, dict):
