@@ -76,6 +76,47 @@ def test_c_zero_is_bitwise_plain_ppo(ppo):
     assert not torch.equal(_weights(estimated), _weights(PPOLearner(_cfg('mf_ppo', ppo), TOY, 5)))
 
 
+
+# ---- ppo.cv_epochs -----------------------------------------------------------------------------------------------
+def test_cv_epochs_at_or_above_n_epochs_is_the_old_update():
+    ppo = {'minibatch_size': 64, 'n_epochs': 3}
+    default = PPOLearner(_cfg(ppo=ppo), TOY, 4)
+    others = [PPOLearner(_cfg(ppo={**ppo, 'cv_epochs': k}), TOY, 4) for k in (3, 7)]
+    for it in range(2):
+        m = default.update(*_toy_data(seed=it))
+        m.pop('update_seconds')
+        for other in others:
+            assert {k: v for k, v in other.update(*_toy_data(seed=it)).items() if k != 'update_seconds'} == m
+    for other in others:
+        assert torch.equal(_weights(other), _weights(default))
+
+
+def test_cv_epochs_one_makes_later_epochs_plain_ppo():
+    """cv_epochs = 1 is, bit for bit, the full MF-PPO update whose c is forced to 0 after the first epoch's
+    minibatches (and c = 0 is plain PPO bit for bit, test_c_zero_is_bitwise_plain_ppo)."""
+    ppo, data = {'minibatch_size': 64, 'n_epochs': 3}, _toy_data(seed=3)
+    first_epoch = 3  # 160 aligned steps in minibatches of 64
+    restricted = PPOLearner(_cfg(ppo={**ppo, 'cv_epochs': 1}), TOY, 6)
+    forced, calls = PPOLearner(_cfg(ppo=ppo), TOY, 6), []
+    coefficient = forced._coefficient
+
+    def first_epoch_only(*args):
+        c, stats = coefficient(*args)
+        calls.append(c)
+        return (c if len(calls) <= first_epoch else 0.0), stats
+    forced._coefficient = first_epoch_only
+    m = restricted.update(*data)
+    forced.update(*data)
+    assert len(calls) == 3 * first_epoch and all(c < 0 for c in calls[:first_epoch])
+    assert torch.equal(_weights(restricted), _weights(forced))
+    assert m['n_updates'] == 3 * first_epoch and m['c'] == np.mean(calls[:first_epoch])  # c: the CV epoch's
+    # ...and the first epoch did use the control variate, the later ones did not
+    for other in (PPOLearner(_cfg(ppo=ppo), TOY, 6), PPOLearner(_cfg(ppo=ppo, fixed_c=0.0), TOY, 6)):
+        other.update(*data)
+        assert not torch.equal(_weights(restricted), _weights(other))
+    with pytest.raises(ValueError):
+        PPOConfig(cv_epochs=-1)
+
 # ---- the closed-form problem -------------------------------------------------------------------------------------
 def _line_learner(c, normalize=False, minibatch=64, **estimator):
     cfg = AlgoConfig(algorithm='mf_ppo', gamma=0.0, hidden=(), log_std_init=math.log(SIGMA), max_grad_norm=1e9,

@@ -43,9 +43,12 @@ class PPOConfig:
     value_clip_range: float = 0.2
     target_kl: float | None = None  # stop the epochs early once the HF approx KL exceeds 1.5 * target_kl
     pool_minibatch_size: int = 0  # LF pool steps per minibatch (MF-PPO); 0: each epoch splits the pool evenly
+    cv_epochs: int = 0  # MF-PPO: the first cv_epochs epochs use the control variate, later ones plain PPO; 0: all
 
     def __post_init__(self):
         self.target_kl = _optional(self.target_kl)
+        if self.cv_epochs < 0:
+            raise ValueError(f'ppo.cv_epochs must be >= 0 (0: every epoch), not {self.cv_epochs}')
 
 
 @dataclass

@@ -175,11 +175,14 @@ class PPOLearner:
         eps = self.cfg.ppo.clip_range
         return torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv), ratio
 
-    def _policy_loss(self, batch: Batch, idx, pool_idx, coef: est.Coefficient) -> tuple[torch.Tensor, dict]:
+    def _policy_loss(self, batch: Batch, idx, pool_idx, coef: est.Coefficient,
+                     cv: bool = True) -> tuple[torch.Tensor, dict]:
+        """cv = False (an epoch past ppo.cv_epochs): the plain PPO loss on the aligned HF steps; c and its running
+        statistics are left alone."""
         p = self.cfg.ppo
         x_h, ratio = self._surrogate(batch.hf, idx, p.normalize_advantage)
         info = _ratio_stats(ratio, p.clip_range)
-        if not batch.mf:
+        if not batch.mf or not cv:
             return est.mf_policy_loss(x_h, x_h[:0], x_h[:0], 0.0), info
         x_l, ratio_l = self._surrogate(batch.lf, idx, False)  # LF advantages were normalised per iteration
         x_mu, _ = self._surrogate(batch.pool, pool_idx, False)
@@ -221,11 +224,11 @@ class PPOLearner:
     def _optimise(self, batch: Batch) -> dict:
         p, log = self.cfg.ppo, collections.defaultdict(list)
         epochs = 0
-        for _ in range(p.n_epochs):
+        for epoch in range(p.n_epochs):
             epochs += 1
-            kl_before = len(log['approx_kl'])
+            kl_before, cv = len(log['approx_kl']), p.cv_epochs <= 0 or epoch < p.cv_epochs
             for idx, pool_idx in self._epoch_minibatches(batch, self.minibatch_rng, self.pool_rng):
-                policy_loss, info = self._policy_loss(batch, idx, pool_idx, self.coef)
+                policy_loss, info = self._policy_loss(batch, idx, pool_idx, self.coef, cv)
                 value_loss = self._value_loss(batch.hf, idx)
                 self.optimizer.zero_grad(set_to_none=True)
                 (policy_loss + self.cfg.vf_coef * value_loss).backward()
