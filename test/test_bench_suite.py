@@ -174,3 +174,17 @@ def test_summary_json_is_plain(smoke):
     out, _ = smoke
     summary = json.loads(next(out.glob('runs/*/par/seed0/summary.json')).read_text())
     assert summary['method'] == 'par' and summary['hf_steps'] == PRESETS['smoke'].budget('*').hf_steps
+
+
+def test_scaleout_probe_reads_episode_bytes_from_raw_cdr():
+    """The scale-out probe takes lofi/episodes raw; its parser must agree with rclpy's and rosbags' serializers."""
+    import array
+
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import UInt8MultiArray
+
+    from mfpg_ros.bagfile import serialize_payload
+    from mfpg_ros.bench.scaleout import cdr_payload
+    for payload in (b'', b'x', bytes(range(256)) * 3):
+        assert cdr_payload(serialize_payload(payload)) == payload
+        assert cdr_payload(serialize_message(UInt8MultiArray(data=array.array('B', payload)))) == payload

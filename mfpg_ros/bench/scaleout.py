@@ -28,6 +28,15 @@ from mfpg_ros.node_process import NodeProcess, stop_all
 from mfpg_ros.runner import child_env, find_executable
 
 
+def cdr_payload(raw: bytes) -> bytes:
+    """The data of a serialized std_msgs/UInt8MultiArray with an empty layout (what the nodes publish), read in
+    place: the probe takes messages raw, so it spends no time building Python messages."""
+    if raw[1] != 1 or int.from_bytes(raw[4:8], 'little') != 0:  # little-endian CDR, no layout dims
+        raise ValueError('not a little-endian UInt8MultiArray without layout dims')
+    size = int.from_bytes(raw[12:16], 'little')
+    return raw[16:16 + size]
+
+
 def segment_info(payload: bytes) -> tuple[int, str, int]:
     """(policy version, fidelity, steps) from an episode's safetensors header only (cheap: the probe shares the
     cores with the workers it measures)."""
@@ -69,7 +78,7 @@ def measure(env: dict, workers: int, nthread: int, overrides: dict, versions: in
     from mfpg_ros.core.codec import encode_weights
     from mfpg_ros.core.policy import ActorCritic
     from mfpg_ros.graph_probe import GraphProbe
-    from mfpg_ros.nodes.common import LATCHED, LOFI_EPISODES, WEIGHTS, bytes_msg, msg_bytes
+    from mfpg_ros.nodes.common import LATCHED, LOFI_EPISODES, WEIGHTS, bytes_msg
     from mfpg_ros.sim.tasks import make_task
 
     cfg = load_config(graph.share_file('config', 'train.yaml'), **overrides)
@@ -84,7 +93,7 @@ def measure(env: dict, workers: int, nthread: int, overrides: dict, versions: in
     done_at: dict[int, float] = {}
 
     def on_episode(msg) -> None:
-        version, fidelity, n = segment_info(msg_bytes(msg))
+        version, fidelity, n = segment_info(cdr_payload(msg))
         if fidelity == 'lofi_pool':
             steps[version] = steps.get(version, 0) + n
             if steps[version] >= total:
@@ -99,7 +108,7 @@ def measure(env: dict, workers: int, nthread: int, overrides: dict, versions: in
     try:
         for p in procs:
             p.start()
-        sub = probe.node.create_subscription(UInt8MultiArray, LOFI_EPISODES, on_episode, drain)
+        sub = probe.node.create_subscription(UInt8MultiArray, LOFI_EPISODES, on_episode, drain, raw=True)
         pub = probe.node.create_publisher(UInt8MultiArray, WEIGHTS, LATCHED)
         probe.wait_until(lambda: pub.get_subscription_count() >= workers and sub.get_publisher_count() >= workers,
                          120, f'{workers} lofi_sim process(es) matched', alive)

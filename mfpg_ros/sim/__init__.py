@@ -1,1 +1,3 @@
-"""MuJoCo side: task registry (tasks, cartpole), fidelity variants, the vectorised LF engine; imports core, never nodes."""
+"""MuJoCo side: task registry (tasks, cartpole), fidelity variants, the vectorised LF engine.
+
+Imports core, never nodes."""
