@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import String, UInt8MultiArray
 
 from mfpg_ros.core.codec import decode_episode, decode_weights
@@ -43,7 +44,14 @@ def start_graph(spawn, namespace='', before_learner=None, **params):
 
 def summaries(probe, topic, n, check, timeout=120.0):
     """The learner's summaries; subscribed with its latched history, so none are lost to slow discovery."""
-    inbox = probe.wait_for_messages(topic, String, n=n, timeout=timeout, qos=HISTORY, check=check)
+    diagnostics = probe.subscribe('/diagnostics', DiagnosticArray)
+    try:
+        inbox = probe.wait_for_messages(topic, String, n=n, timeout=timeout, qos=HISTORY, check=check)
+    except TimeoutError as err:  # say where the graph stood: what each node waits for
+        got = probe.inboxes.get(probe.resolve(topic), [])
+        latest = {s.name: {kv.key: kv.value for kv in s.values} for m in diagnostics[-50:] for s in m.status}
+        raise TimeoutError(f'{err}; {len(got)} received, last {got[-1].data if got else None}; '
+                           f'node diagnostics: {json.dumps(latest)}') from None
     return [json.loads(m.data) for m in inbox]
 
 
