@@ -77,7 +77,8 @@ def test_replay_of_a_recorded_graph_run(ros_env, spawn, probe, tmp_path, capsys)
     bag = tmp_path / 'bag'
     recorder = graph.NodeSpec('bag_recorder', 'bag_recorder', params_files=(graph.share_file('config', 'train.yaml'),),
                               overrides={**overrides, 'bag_path': str(bag)})
-    specs = graph.build_graph('twin', run_dir=tmp_path / 'run', overrides=overrides)
+    specs = graph.build_graph('twin', run_dir=tmp_path / 'run', overrides=overrides,  # the learner stays up: its
+                              node_params={'learner': {'exit_when_done': False}})  # latched history with it
     procs = {recorder.name: spawn(recorder.executable, recorder.ros_args(), name=recorder.name)}
     probe.wait_for_nodes(['/bag_recorder'], timeout=60)  # recording before the learner publishes anything
     procs.update({s.name: spawn(s.executable, s.ros_args(), name=s.name) for s in specs})
