@@ -20,7 +20,7 @@ import time
 import uuid
 
 import numpy as np
-from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
+from rclpy.clock import ClockChange, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -29,7 +29,7 @@ from std_srvs.srv import Trigger
 
 from mfpg_ros.core.codec import CodecError, decode_weights, encode_episode
 from mfpg_ros.nodes.common import ACTION, CONTROL, EPISODES, HIFI_EPISODES, IDLE, LATCHED, OBSERVATION, QUIET_PUB, \
-    QUIET_SUB, WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key
+    QUIET_SUB, WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.recorder import JointStateError, SegmentRecorder, joint_vector
 from mfpg_ros.sim.tasks import make_task
@@ -76,9 +76,8 @@ class HifiInterface(Node):
         self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED, **QUIET_SUB)
         self.reset_client = self.create_client(Trigger, reset_service)
         self.create_service(Trigger, 'confirm_reset', self.on_operator_confirm)
-        steady = Clock(clock_type=ClockType.STEADY_TIME)  # runs while sim time stands still (see the docstring)
-        self.create_timer(0.5, self.request_reset_when_ready, clock=steady)
-        self.create_timer(0.05, self.check_stall, clock=steady)
+        steady_timer(self, 0.5, self.request_reset_when_ready)  # they run while sim time stands still (docstring)
+        steady_timer(self, 0.05, self.check_stall)
         # Any backward jump of the node clock (ROS time set from /clock); switching time sources is not a jump.
         self.jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False),

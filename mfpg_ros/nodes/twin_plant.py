@@ -13,14 +13,13 @@ plots expect), unless rewind_clock_on_reset is set: then a reset rewinds the clo
 from __future__ import annotations
 
 import numpy as np
-from rclpy.clock import Clock as RclClock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from mfpg_ros.nodes.common import CONTROL, QUIET_PUB, QUIET_SUB, Diagnostics, Rejections, run
+from mfpg_ros.nodes.common import CONTROL, QUIET_PUB, QUIET_SUB, Diagnostics, Rejections, run, steady_timer
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 
@@ -52,7 +51,7 @@ class TwinPlant(Node):
         self.create_subscription(Float64MultiArray, command_topic, self.on_command, CONTROL, **QUIET_SUB)
         self.create_service(Trigger, reset_service, self.on_reset)
         if self.mode == 'realtime':  # steady clock: this timer makes the sim time, it cannot wait for it
-            self.create_timer(self.task.dt, self.advance, clock=RclClock(clock_type=ClockType.STEADY_TIME))
+            steady_timer(self, self.task.dt, self.advance)
         Diagnostics(self, lambda: {'steps': self.steps, 'resets': self.resets, 'diverged': self.diverged,
                                    'rejected': self.rejections.total, 'mode': self.mode,
                                    'sim_time': f'{self.ticks * self.period_ns / 1e9:.3f}'},
