@@ -347,3 +347,67 @@ def test_fuzz_never_raises_anything_but_codec_error():
                 outcome = type(e).__name__
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
     assert {'MalformedError', 'IntegrityError', 'SignatureError'} <= outcomes.keys(), outcomes
+
+
+# ---------------------------------------------------------------- episode batches (one message, many episodes)
+BATCH = [make_episode(steps=3 + i, seed=i) for i in range(4)]
+BATCH_BYTES = codec.encode_episodes(BATCH, key=KEY)
+
+
+def _frame(count, sizes, body=b'') -> bytes:
+    return codec.BATCH_MAGIC + struct.pack(f'<I{len(sizes)}Q', count, *sizes) + body
+
+
+def test_batch_round_trip_and_single_episodes_still_decode():
+    decoded = codec.decode_episodes(BATCH_BYTES, contract=CONTRACT, key=KEY)
+    assert len(decoded) == len(BATCH)
+    for sent, got in zip(BATCH, decoded):
+        assert_episodes_equal(sent, got)
+    assert [e.episode_id for e in codec.decode_episodes(SIGNED_EPISODE, key=KEY)] == [EPISODE.episode_id]
+    parts = codec.split_episodes(BATCH_BYTES)  # every part is a complete, individually signed episode
+    assert_episodes_equal(BATCH[2], decode_episode(parts[2], contract=CONTRACT, key=KEY))
+
+
+BATCH_CASES = {
+    'empty batch to encode': (lambda: codec.encode_episodes([]), MalformedError, '1 to'),
+    'shorter than header': (lambda: codec.decode_episodes(codec.BATCH_MAGIC + b'\x01'), MalformedError,
+                            'shorter than its header'),
+    'zero episodes': (lambda: codec.decode_episodes(_frame(0, [])), MalformedError, 'declares 0 episodes'),
+    'count beyond sizes': (lambda: codec.decode_episodes(_frame(3, [8])), MalformedError, 'declares 3 episodes'),
+    'sizes vs length': (lambda: codec.decode_episodes(_frame(1, [len(EPISODE_BYTES) + 1], EPISODE_BYTES)),
+                        MalformedError, 'add up to'),
+    'bad member names its index': (lambda: codec.decode_episodes(
+        _frame(2, [len(EPISODE_BYTES), len(SIGNED_EPISODE)], EPISODE_BYTES + SIGNED_EPISODE), key=KEY),
+        SignatureError, 'episode 0 of a batch of 2: '),
+    'member of another contract': (lambda: codec.decode_episodes(BATCH_BYTES, contract=Contract(**{
+        **CONTRACT.__dict__, 'nq': 5})), ContractError, 'episode 0 of a batch of 4: '),
+    'too large': (lambda: codec.decode_episodes(BATCH_BYTES, max_bytes=len(BATCH_BYTES) - 1), TooLargeError,
+                  'limit'),
+}
+
+
+@pytest.mark.parametrize('case', BATCH_CASES)
+def test_batch_rejections(case):
+    decode, error, message = BATCH_CASES[case]
+    with pytest.raises(error, match=re.escape(message)):
+        decode()
+
+
+def test_batch_fuzz_never_raises_anything_but_codec_error():
+    rng = np.random.default_rng(99)
+    outcomes = {}
+    for _ in range(1500):
+        payload = bytearray(BATCH_BYTES)
+        for _ in range(int(rng.integers(1, 4))):
+            where = int(rng.integers(len(payload) if rng.random() < 0.5 else 60))  # often inside the frame
+            payload[where] = int(rng.integers(256))
+        if rng.random() < 0.3:
+            payload = payload[:int(rng.integers(len(payload)))]
+        try:
+            codec.decode_episodes(bytes(payload), key=KEY, contract=CONTRACT)
+            outcome = 'accepted'
+        except CodecError as e:
+            assert str(e)
+            outcome = type(e).__name__
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert {'MalformedError', 'SignatureError'} <= outcomes.keys(), outcomes

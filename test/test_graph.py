@@ -8,7 +8,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import String, UInt8MultiArray
 
-from mfpg_ros.core.codec import decode_episode, decode_weights
+from mfpg_ros.core.codec import decode_episode, decode_episodes, decode_weights
 from mfpg_ros.core.config import load_config
 from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.learners import make_learner
@@ -71,7 +71,8 @@ def test_graph_trains_the_cartpole_with_paired_replays(spawn, probe):
 
 def test_graph_update_equals_the_in_process_learner(spawn, probe):
     params = {'algo.pool_steps_per_env': 50, 'iterations': 1, 'target_return': '.nan', 'seed': 7,
-              'lofi_timeout_s': 600.0}  # a loaded machine must not turn this into an HF-only update
+              'lofi_timeout_s': 600.0,  # a loaded machine must not turn this into an HF-only update
+              'exit_when_done': 'false'}  # its latched summary stays up until the probe has matched it
     weights = probe.subscribe('policy/weights', UInt8MultiArray, LATCHED)
     hifi = probe.subscribe('hifi/episodes', UInt8MultiArray)
     lofi = probe.subscribe('lofi/episodes', UInt8MultiArray)
@@ -83,9 +84,10 @@ def test_graph_update_equals_the_in_process_learner(spawn, probe):
     probe.wait_until(lambda: len(weights) >= 2, 30, 'weights version 1', check)
     w0, w1 = (decode_weights(m.data) for m in weights[:2])
     assert (w0.version, w1.version) == (0, 1)
-    episodes = [decode_episode(m.data) for m in (*hifi, *lofi)]
+    episodes = [e for m in (*hifi, *lofi) for e in decode_episodes(m.data)]  # lofi_sim batches its pool
     version0 = [e for e in episodes if e.policy_version == 0]
-    cfg = load_config(CONFIG, **{k: v for k, v in params.items() if k not in ('target_return', 'lofi_timeout_s')})
+    cfg = load_config(CONFIG, **{k: v for k, v in params.items() if k in ('algo.pool_steps_per_env', 'iterations',
+                                                                          'seed')})
     learner = make_learner(cfg.algo, make_task(cfg.task).contract, cfg.seed)
     for name, value in learner.model.state_dict().items():  # same seed -> same initial weights
         assert torch.equal(value, w0.state[name]), name
@@ -97,7 +99,7 @@ def test_graph_update_equals_the_in_process_learner(spawn, probe):
 
 
 def test_two_namespaces_train_side_by_side_without_cross_talk(spawn, probe):
-    fast = {'algo.pool_steps_per_env': 50, 'iterations': 3, 'target_return': '.nan'}
+    fast = {'algo.pool_steps_per_env': 50, 'iterations': 3, 'target_return': '.nan', 'exit_when_done': 'false'}
     inboxes = {ns: probe.subscribe(f'/{ns}/hifi/episodes', UInt8MultiArray) for ns in ('robot1', 'robot2')}
     for ns in ('robot1', 'robot2'):
         probe.subscribe(f'/{ns}/metrics/summary', String, HISTORY)

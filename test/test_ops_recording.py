@@ -7,7 +7,7 @@ from rclpy.serialization import deserialize_message
 from std_msgs.msg import String, UInt8MultiArray
 
 from mfpg_ros.bagfile import read_config, read_messages
-from mfpg_ros.core.codec import decode_episode, decode_weights, encode_episode, encode_weights
+from mfpg_ros.core.codec import decode_episodes, decode_weights, encode_episode, encode_episodes, encode_weights
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
 from mfpg_ros.diagnostics_feed import DiagnosticsFeed
@@ -27,7 +27,8 @@ def sample_payloads():
     hifi = Engine(task, 1, seed=1, nthread=1).collect(NumpyPolicy(model), 60, 0, HIFI)
     replays = Engine(task, 1, seed=2, nthread=1).replay(NumpyPolicy(model), hifi, 0)
     pool = Engine(task, 2, seed=3, nthread=1).collect(NumpyPolicy(model), 40, 0, LOFI_POOL)
-    return task, weights, [encode_episode(e) for e in hifi], [encode_episode(e) for e in replays + pool]
+    return task, weights, [encode_episode(e) for e in hifi], [encode_episode(e) for e in replays] + [
+        encode_episodes(pool)]  # lofi_sim sends its pool as one batch
 
 
 def test_recorder_writes_what_was_sent(spawn, probe, tmp_path):
@@ -65,6 +66,6 @@ def test_recorder_writes_what_was_sent(spawn, probe, tmp_path):
         if m.topic == '/' + WEIGHTS:
             assert decode_weights(payload, contract=task.contract).version in (0, 1)
         else:
-            decode_episode(payload, contract=task.contract)
+            decode_episodes(payload, contract=task.contract)
     assert got == sent
     assert read_config(bag)['seed'] == 7

@@ -8,7 +8,7 @@ import yaml
 
 from mfpg_ros import graph
 from mfpg_ros.bagfile import BYTES_TYPE, TEXT_TYPE, BagWriter
-from mfpg_ros.core.codec import encode_episode, encode_weights
+from mfpg_ros.core.codec import encode_episode, encode_episodes, encode_weights
 from mfpg_ros.core.config import load_config
 from mfpg_ros.diagnostics_feed import DiagnosticsFeed
 from mfpg_ros.replay import load_recording, main, replay
@@ -42,8 +42,10 @@ def record_synthetic(bag, cfg, versions=4, lofi_timeout_at=2):
             pool, timeouts = [], timeouts + 1
         for segment in hifi:
             writer.write_payload('/hifi/episodes', next(clock), encode_episode(segment))
-        for segment in paired + pool:
+        for segment in paired:
             writer.write_payload('/lofi/episodes', next(clock), encode_episode(segment))
+        if pool:  # lofi_sim sends its pool as one batch
+            writer.write_payload('/lofi/episodes', next(clock), encode_episodes(pool))
         metrics = trainer.learner.update(hifi, [] if version == lofi_timeout_at else paired, pool)
         metrics['lofi_timeouts'] = timeouts
         writer.write_text('/metrics/summary', next(clock), json.dumps(metrics))

@@ -69,8 +69,12 @@ def test_profiles_put_the_plant_facing_nodes_on_the_plant_clock(tmp_path):
     assert not any(src == '/clock' for s in root for src, _ in s.remappings)
 
 
-def test_twin_clock_advances_one_period_per_lockstep_command(spawn, probe, tmp_path):
-    specs = graph.build_graph('twin', namespace='robot1', run_dir=tmp_path)
+@pytest.mark.parametrize('clock_period_s', [0.1, 0.0])
+def test_twin_time_advances_one_period_per_lockstep_command(spawn, probe, tmp_path, clock_period_s):
+    """Joint states carry the sim time of their step, one period per command; /clock goes out at the reset and
+    then every clock_period_s of sim time (0: every step), before the joint states of that step."""
+    specs = graph.build_graph('twin', namespace='robot1', run_dir=tmp_path,
+                              node_params={'twin_plant': {'clock_period_s': clock_period_s}})
     clock = probe.subscribe('/robot1/clock', Clock, ALL)
     states = probe.subscribe('/robot1/joint_states', JointState, ALL)
     procs = spawn_specs(spawn, specs, ['twin_plant'])
@@ -78,17 +82,22 @@ def test_twin_clock_advances_one_period_per_lockstep_command(spawn, probe, tmp_p
     probe.wait_until(lambda: commands.get_subscription_count() > 0 and probe.matched_publishers('/robot1/clock'),
                      60, 'twin_plant up', alive(procs))
     assert probe.node.count_publishers('/clock') == 0  # remapped into the graph's namespace
-    for _ in range(5):
-        n_clock, n_states = len(clock), len(states)
-        before = ns(clock[-1].clock) if clock else None
+    every = max(1, round(clock_period_s / (PERIOD_NS / 1e9)))
+    due = []  # the sim times at which /clock must come
+    for _ in range(2 * every + 1):
+        n_states = len(states)
+        before = ns(states[-1].header.stamp) if states else None
         commands.publish(Float64MultiArray(data=array.array('d', [0.0])))
-        probe.wait_until(lambda: len(clock) > n_clock and len(states) > n_states, 10, 'one lock-step',
-                         alive(procs))
-        now = ns(clock[-1].clock)
-        assert ns(states[-1].header.stamp) == now  # joint states carry the sim time of their step
+        probe.wait_until(lambda: len(states) > n_states, 10, 'one lock-step', alive(procs))
+        now = ns(states[-1].header.stamp)
         if before is not None:
             assert now - before == PERIOD_NS
-    assert ns(clock[-1].clock) >= 4 * PERIOD_NS
+        if now % (every * PERIOD_NS) == 0:
+            due.append(now)
+            probe.wait_until(lambda: any(ns(c.clock) == now for c in clock), 10, f'/clock at {now} ns',
+                             alive(procs))
+    assert len(due) >= 2
+    assert {ns(c.clock) for c in clock} - {0} == set(due)  # and none in between (0: the start-up reset)
 
 
 def test_hifi_side_runs_on_sim_time_and_keeps_reporting_while_it_stands_still(spawn, probe, tmp_path):

@@ -1,9 +1,9 @@
 """Malformed inputs for every topic the nodes subscribe to (ROS-free): each case is something a node must refuse.
 
-Byte payloads (weights, episodes) start from real, validly signed payloads and break them: random bytes,
-truncation, bit flips, wrong shapes, NaN/Inf, bad metadata, other formats and contracts, forged or missing
-signatures, huge sizes; plus valid payloads of a stale policy version (refused by version bookkeeping rather than
-the codec: `Case.stale`). Float arrays (observation, action, commands) and joint states get wrong sizes and
+Byte payloads (weights, episodes) start from real, validly signed payloads and break them: random bytes, truncation,
+bit flips, wrong shapes, NaN/Inf, bad metadata, other formats and contracts, forged or missing signatures, huge
+sizes, broken episode batches; plus valid payloads of a stale policy version (refused by version bookkeeping rather
+than the codec: `Case.stale`). Float arrays (observation, action, commands) and joint states get wrong sizes and
 non-finite values. Crafted payloads go through the codec's own packer, so only the intended defect differs.
 """
 from __future__ import annotations
@@ -202,6 +202,9 @@ def byte_cases(factory: PayloadFactory, topic_kind: str, n: int) -> list[Case]:
     if factory.key:  # without a key, signatures are not checked and metadata is unprotected
         makers['forged signature'] = lambda: factory.forged(valid(), fmt)
         makers['unsigned'] = lambda: factory.unsigned(valid(), fmt)
+    if topic_kind == 'lofi':  # lofi_sim sends its pool as one batch: a broken frame, or one broken member
+        makers['batch frame'] = lambda: codec.frame_episodes([valid(), valid()]) + b'\0'
+        makers['batch member'] = lambda: codec.frame_episodes([valid(), factory.bit_flipped(valid())])
     if not is_weights:  # a valid segment on the wrong topic
         makers['wrong topic'] = lambda: factory.episode(LOFI_POOL if topic_kind == 'hifi' else HIFI)
     for kind, (tensors_edit, meta_edit) in edits.items():

@@ -5,6 +5,9 @@ little-endian tensor data; no pickle), written and parsed here so that every fie
 Metadata `sha256` hashes the tensors (names, dtypes, shapes, data; independent of their order in the file);
 `signature` is HMAC-SHA256 over that hash plus the canonical metadata, present when a key is configured
 (without a key, metadata is protected only by the transport).
+A message may also carry a batch of episodes (a simulator's whole pool in one message instead of hundreds): the
+magic `MFPGEPB1`, a u32 count, count u64 sizes, then the episodes' safetensors bytes back to back, each complete
+(its own hash and signature). A batch is accepted or rejected as a whole.
 Decoding any bytes raises nothing but CodecError subclasses. Encoding runs the same checks, so a bad
 episode or weight set fails where it is made, not in the receiving process.
 """
@@ -32,6 +35,8 @@ SUPPORTED_FORMAT_VERSIONS = ('1',)
 DEFAULT_MAX_EPISODE_BYTES = 64 << 20
 DEFAULT_MAX_WEIGHTS_BYTES = 64 << 20
 MAX_HEADER_BYTES = 1 << 20
+BATCH_MAGIC = b'MFPGEPB1'
+MAX_BATCH_EPISODES = 1 << 16
 
 _DTYPES = {'F64': np.dtype('<f8'), 'F32': np.dtype('<f4'), 'I64': np.dtype('<i8'), 'I32': np.dtype('<i4')}
 _TAGS = {(dt.kind, dt.itemsize): tag for tag, dt in _DTYPES.items()}
@@ -451,6 +456,55 @@ def decode_episode(data, *, contract: Contract | None = None, key: bytes | None 
     _check_contract(ep.contract, contract)
     _check_episode(ep)
     return ep
+
+
+def encode_episodes(episodes: list[Episode], key: bytes | None = None) -> bytes:
+    """Several episodes as one batch payload (see the module docstring); each is checked as by encode_episode."""
+    if not 0 < len(episodes) <= MAX_BATCH_EPISODES:
+        raise MalformedError(f'a batch holds 1 to {MAX_BATCH_EPISODES} episodes, got {len(episodes)}')
+    return frame_episodes([encode_episode(ep, key=key) for ep in episodes])
+
+
+def frame_episodes(parts: list[bytes]) -> bytes:
+    """Encoded episodes -> one batch payload (the framing only)."""
+    return b''.join([BATCH_MAGIC, struct.pack(f'<I{len(parts)}Q', len(parts), *map(len, parts)), *parts])
+
+
+def split_episodes(data, max_bytes: int = DEFAULT_MAX_EPISODE_BYTES) -> list[memoryview]:
+    """The episode payloads in a message: itself, or the parts of a batch (framing checked, contents not)."""
+    buf = _as_buffer(data, max_bytes)
+    if buf[:len(BATCH_MAGIC)] != BATCH_MAGIC:
+        return [buf]
+    head = len(BATCH_MAGIC) + 4
+    if buf.nbytes < head:
+        raise MalformedError(f'episode batch of {buf.nbytes} bytes is shorter than its header')
+    (count,) = struct.unpack_from('<I', buf, len(BATCH_MAGIC))
+    if not 0 < count <= MAX_BATCH_EPISODES or buf.nbytes < head + 8 * count:
+        raise MalformedError(f'episode batch declares {count} episodes in {buf.nbytes} bytes')
+    sizes = struct.unpack_from(f'<{count}Q', buf, head)
+    offset = head + 8 * count
+    if offset + sum(sizes) != buf.nbytes:
+        raise MalformedError(f'episode batch sizes add up to {offset + sum(sizes)} bytes, the batch has {buf.nbytes}')
+    parts = []
+    for size in sizes:
+        parts.append(buf[offset:offset + size])
+        offset += size
+    return parts
+
+
+def decode_episodes(data, *, contract: Contract | None = None, key: bytes | None = None,
+                    max_bytes: int = DEFAULT_MAX_EPISODE_BYTES) -> list[Episode]:
+    """Bytes of one episode or of a batch -> its episodes, each fully validated; any error rejects the message."""
+    parts = split_episodes(data, max_bytes)
+    episodes = []
+    for i, part in enumerate(parts):
+        try:
+            episodes.append(decode_episode(part, contract=contract, key=key, max_bytes=max_bytes))
+        except CodecError as err:
+            if len(parts) == 1:
+                raise
+            raise type(err)(f'episode {i} of a batch of {len(parts)}: {err}') from None
+    return episodes
 
 
 # ---------------------------------------------------------------- weights

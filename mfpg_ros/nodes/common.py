@@ -31,6 +31,15 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 # Episode streams keep their last 1000 segments for late joiners: a reader that matched late (slow discovery), a
 # restarted learner or a new lofi_sim still gets what was sent meanwhile; older versions are dropped and counted.
 EPISODES = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def lofi_episodes_qos(hf_steps_per_iter: int) -> QoSProfile:
+    """lofi_sim's writer: one pool batch and at most one replay per HF step per version, so this depth keeps the
+    current version whole for a late or restarted learner (batches are large: no deeper than that)."""
+    return QoSProfile(depth=hf_steps_per_iter + 2, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 EPISODES_IN = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,  # readers: lose none
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 HISTORY = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,  # late joiners get the whole run so far

@@ -17,7 +17,7 @@ from std_msgs.msg import Float64, String, UInt8MultiArray
 
 from mfpg_ros.core.bookkeeping import EpisodeReturns, IterationAssembler
 from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
-from mfpg_ros.core.codec import CodecError, decode_episode, encode_weights
+from mfpg_ros.core.codec import CodecError, decode_episodes, encode_weights
 from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LATCHED, LOFI_EPISODES, METRICS, QUIET_PUB, \
@@ -89,13 +89,15 @@ class LearnerNode(Node):
 
     def on_episode(self, msg: UInt8MultiArray, topic: str) -> None:
         try:
-            episode = decode_episode(msg_bytes(msg), contract=self.contract, key=self.key)
-            if (episode.fidelity == HIFI) != (topic == HIFI_EPISODES):
-                raise CodecError(f'{episode.fidelity} segment on {topic}')
+            episodes = decode_episodes(msg_bytes(msg), contract=self.contract, key=self.key)
+            for episode in episodes:
+                if (episode.fidelity == HIFI) != (topic == HIFI_EPISODES):
+                    raise CodecError(f'{episode.fidelity} segment on {topic}')
         except CodecError as err:
             self.rejections(topic, err)
             return
-        self.assembler.add(episode)
+        for episode in episodes:
+            self.assembler.add(episode)
         self.maybe_update()
 
     def maybe_update(self) -> None:

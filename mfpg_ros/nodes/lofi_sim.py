@@ -8,12 +8,12 @@ import zlib
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
-from mfpg_ros.core.codec import CodecError, build_model, decode_episode, encode_episode
+from mfpg_ros.core.codec import CodecError, build_model, decode_episode, encode_episode, encode_episodes
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.learners import needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
-from mfpg_ros.nodes.common import EPISODES, EPISODES_IN, HIFI_EPISODES, LATCHED, LOFI_EPISODES, QUIET_PUB, QUIET_SUB, \
-    WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, newer_weights, run, signing_key, steady_timer
+from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, LATCHED, LOFI_EPISODES, QUIET_PUB, QUIET_SUB, \
+    WEIGHTS, Diagnostics, Rejections, bytes_msg, lofi_episodes_qos, msg_bytes, newer_weights, run, signing_key
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
@@ -44,10 +44,11 @@ class LofiSim(Node):
         self.waiting = []  # HF segments of versions whose weights have not arrived yet
         self.replays = self.pool_steps = self.stale = 0
         self.rejections = Rejections(self)
-        self.episode_pub = self.create_publisher(UInt8MultiArray, LOFI_EPISODES, EPISODES, **QUIET_PUB)
+        self.episode_pub = self.create_publisher(UInt8MultiArray, LOFI_EPISODES,
+                                                 lofi_episodes_qos(cfg.algo.hf_steps_per_iter), **QUIET_PUB)
         self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED, **QUIET_SUB)
         self.create_subscription(UInt8MultiArray, HIFI_EPISODES, self.on_hifi_episode, EPISODES_IN, **QUIET_SUB)
-        steady_timer(self, 0.005, self.run_pool)
+        self.pool_trigger = self.create_guard_condition(self.run_pool)  # the pool runs once per new version
         Diagnostics(self, lambda: {'policy_version': self.version, 'replays': self.replays,
                                    'pool_steps': self.pool_steps, 'stale_dropped': self.stale,
                                    'waiting': len(self.waiting), 'rejected': self.rejections.total},
@@ -58,6 +59,7 @@ class LofiSim(Node):
         if weights is None:
             return
         self.policy, self.version = NumpyPolicy(build_model(weights)), weights.version
+        self.pool_trigger.trigger()  # after the waiting replays below: they are on the critical path
         waiting, self.waiting = self.waiting, []
         for segment in waiting:
             self.process(segment)
@@ -83,20 +85,17 @@ class LofiSim(Node):
             self.stale += 1
         elif needs_paired(self.algorithm) and not segment.aborted:
             for replay in self.replayer.replay(self.policy, [segment], self.version):
-                self.publish(replay)
+                self.episode_pub.publish(bytes_msg(encode_episode(replay, key=self.key)))
             self.replays += 1
 
     def run_pool(self) -> None:
         if self.pool is None or not needs_pool(self.algorithm) or self.pool_done >= self.version:
             return
         version = self.version
-        for segment in self.pool.collect(self.policy, self.steps_per_env, version, LOFI_POOL):
-            self.publish(segment)
-            self.pool_steps += len(segment)
+        pool = self.pool.collect(self.policy, self.steps_per_env, version, LOFI_POOL)
+        self.episode_pub.publish(bytes_msg(encode_episodes(pool, key=self.key)))  # one message, not hundreds
+        self.pool_steps += sum(len(segment) for segment in pool)
         self.pool_done = version
-
-    def publish(self, segment) -> None:
-        self.episode_pub.publish(bytes_msg(encode_episode(segment, key=self.key)))
 
 
 def main(args=None):

@@ -5,10 +5,13 @@ commands (a forward command controller's topic), offers a std_srvs/Trigger reset
 mode=lockstep advances one control period per command (fast, deterministic tests); mode=realtime steps at the
 control rate with the last command held.
 
-Time: the twin is the graph's clock under use_sim_time. Its simulated time (an integer count of control periods,
-so /clock advances by exactly one period per step) goes out on /clock before the joint states of the same step,
-which carry it in their header. Resets keep the time running (a monotonic clock is what bags, tf buffers and
-plots expect), unless rewind_clock_on_reset is set: then a reset rewinds the clock to 0 like a Gazebo world reset.
+Time: the twin is the graph's clock under use_sim_time. Its simulated time (an integer count of control periods, so
+/clock advances in whole periods) goes out on /clock before the joint states of the same step, which carry it in
+their header. /clock is sent every clock_period_s of sim time (default 0.1 s, gazebo_ros's 10 Hz; 0 = every step)
+and at every reset: each /clock message wakes every node of the graph, so a per-step clock would cost the lock-step
+loop a third of its speed. Stamps stay exact; a node's now() lags by less than clock_period_s. Resets keep the time
+running (a monotonic clock is what bags, tf buffers and plots expect), unless rewind_clock_on_reset is set: then a
+reset rewinds the clock to 0 like a Gazebo world reset.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ class TwinPlant(Node):
         states_topic = self.declare_parameter('joint_states_topic', 'joint_states').value
         reset_service = self.declare_parameter('reset_service', 'reset').value
         self.rewind_on_reset = self.declare_parameter('rewind_clock_on_reset', False).value
+        clock_period = self.declare_parameter('clock_period_s', 0.1).value
         self.task = make_task(cfg.task, cfg.hifi_variant)
         # A real driver publishes joints in its own order: the order (and any extra joints) are configurable.
         self.published_joints = list(self.declare_parameter('published_joints', list(self.task.joint_names)).value)
@@ -45,6 +49,8 @@ class TwinPlant(Node):
         self.steps = self.resets = self.diverged = 0
         self.period_ns = round(self.task.dt * 1e9)
         self.ticks = 0  # control periods simulated: the sim time published on /clock is ticks * period_ns
+        self.clock_every = max(1, round(clock_period / self.task.dt))  # /clock every this many ticks
+        self.clock_due = True
         self.rejections = Rejections(self)
         self.states_pub = self.create_publisher(JointState, states_topic, CONTROL, **QUIET_PUB)
         self.clock_pub = self.create_publisher(Clock, '/clock', 10, **QUIET_PUB)  # the graph remaps it per namespace
@@ -77,6 +83,7 @@ class TwinPlant(Node):
             self.reset_state()
         self.steps += 1
         self.ticks += 1
+        self.clock_due = self.ticks % self.clock_every == 0
         self.publish_state()
 
     def on_reset(self, request, response):
@@ -91,14 +98,16 @@ class TwinPlant(Node):
         self.resets += 1
         if self.rewind_on_reset:
             self.ticks = 0  # a backward clock jump, as a Gazebo world reset makes
+        self.clock_due = True
         self.publish_state()
 
     def publish_state(self) -> None:
-        """/clock first, then the joint states stamped with the same simulated time."""
+        """/clock first (when due), then the joint states stamped with the simulated time."""
         sec, nanosec = divmod(self.ticks * self.period_ns, 1_000_000_000)
         clock = Clock()
         clock.clock.sec, clock.clock.nanosec = sec, nanosec
-        self.clock_pub.publish(clock)
+        if self.clock_due:
+            self.clock_pub.publish(clock)
         index = {name: i for i, name in enumerate(self.task.joint_names)}
         pick = [index.get(name) for name in self.published_joints]  # unknown names: extra joints, reported as 0
         value = lambda arr: [float(arr[i]) if i is not None else 0.0 for i in pick]  # noqa: E731
