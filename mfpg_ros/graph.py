@@ -80,7 +80,7 @@ class NodeSpec:
 def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.PathLike | None = None,
                 run_dir: str | os.PathLike | None = None, overrides: dict | None = None,
                 node_params: dict[str, dict] | None = None, remappings=(), lofi_workers: int = 1,
-                lofi_nthread: int = 2, record: bool = False) -> list[NodeSpec]:
+                lofi_nthread: int = 1, record: bool = False) -> list[NodeSpec]:
     """The node specs for one robot.
 
     hardware: twin | gazebo | real (selects config/hardware/<hardware>.yaml; twin adds the twin_plant node).

@@ -210,15 +210,16 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
     try:
         for p in procs:
             p.start()
-        probe.wait_for_nodes([s.fully_qualified_name for s in specs], min(DISCOVERY_TIMEOUT, deadline - start),
-                             check)
-        progress.write(f'graph up after {time.monotonic() - start:.1f} s: {", ".join(s.name for s in specs)}')
         try:
+            probe.wait_for_nodes([s.fully_qualified_name for s in specs], min(DISCOVERY_TIMEOUT, deadline - start),
+                                 check)
+            progress.write(f'graph up after {time.monotonic() - start:.1f} s: {", ".join(s.name for s in specs)}')
             while not feed.poll():
                 check()
                 probe.spin_once(0.1)
         except NodeDied:
-            # A node that exits right after its last message: give that message a moment to arrive.
+            # A node that exits right after its last message: give that message a moment to arrive. (A short
+            # training can even end, and the learner exit, before discovery has seen every node.)
             grace = time.monotonic() + 1.0
             while not feed.poll():
                 if time.monotonic() > grace:

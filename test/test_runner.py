@@ -81,11 +81,11 @@ def test_argv_carries_name_namespace_params_and_remaps(tmp_path):
 
 
 def test_several_lofi_workers(tmp_path):
-    specs = graph.build_graph('twin', run_dir=tmp_path, lofi_workers=2, node_params={'lofi_sim': {'nthread': 1}})
+    specs = graph.build_graph('twin', run_dir=tmp_path, lofi_workers=2, node_params={'lofi_sim': {'nthread': 2}})
     lofi = [s for s in specs if s.executable == 'lofi_sim']
     assert [s.name for s in lofi] == ['lofi_sim_0', 'lofi_sim_1']
     assert [(s.overrides['worker_index'], s.overrides['num_workers'], s.overrides['nthread']) for s in lofi] == \
-        [(0, 2, 1), (1, 2, 1)]
+        [(0, 2, 2), (1, 2, 2)]
 
 
 def test_config_values_get_the_declared_ros_type():
