@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
-from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import Trigger
@@ -30,7 +29,7 @@ from mfpg_ros.core.codec import build_model
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.core.safety import CommandGate
 from mfpg_ros.nodes.common import ACTION, CONTROL, IDLE, LATCHED, OBSERVATION, QUIET_PUB, QUIET_SUB, WEIGHTS, \
-    Diagnostics, Rejections, newer_weights, run, signing_key
+    Diagnostics, Rejections, newer_weights, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 
@@ -44,7 +43,6 @@ class PolicyServer(LifecycleNode):
             ('watchdog_timeout_s', 0.1), ('safe_command', 'hold'), ('max_command_rate', float('inf')),
             ('command_scale', 1.0), ('command_on_idle', False))}
         self.key = signing_key(self)
-        self.steady = Clock(clock_type=ClockType.STEADY_TIME)  # the watchdog's clock (see the docstring)
         self.rejections = Rejections(self)
         self.policy, self.version, self.gate = None, -1, None
         self.active = self.estopped = self.stale = self.idle = False
@@ -73,7 +71,7 @@ class PolicyServer(LifecycleNode):
         self.create_subscription(Bool, IDLE, self.on_idle, CONTROL, **QUIET_SUB)  # volatile: any publisher
         self.create_service(Trigger, 'estop_reset', self.on_estop_reset)
         period = max(p["watchdog_timeout_s"] / 10, 0.002)  # reaction within timeout + one check period
-        self.create_timer(period, self.watchdog, clock=self.steady)
+        steady_timer(self, period, self.watchdog)  # the steady clock (see the docstring)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
