@@ -188,3 +188,18 @@ def test_scaleout_probe_reads_episode_bytes_from_raw_cdr():
     for payload in (b'', b'x', bytes(range(256)) * 3):
         assert cdr_payload(serialize_payload(payload)) == payload
         assert cdr_payload(serialize_message(UInt8MultiArray(data=array.array('B', payload)))) == payload
+
+
+def test_scaleout_probe_counts_the_steps_of_single_episodes_and_batches():
+    from mfpg_ros.bench.scaleout import segment_info
+    from mfpg_ros.core.codec import encode_episode, encode_episodes
+    from mfpg_ros.core.episode import LOFI_POOL
+    from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
+    from mfpg_ros.sim.engine import Engine
+    from mfpg_ros.sim.tasks import make_task
+    task = make_task('cartpole')
+    policy = NumpyPolicy(ActorCritic(task.contract.obs_dim, task.contract.act_dim))
+    pool = Engine(task, 3, seed=0, nthread=1).collect(policy, 60, 4, LOFI_POOL)
+    assert len(pool) > 3  # episodes ended and were cut: a real batch of several segments
+    assert segment_info(encode_episodes(pool)) == (4, LOFI_POOL, 3 * 60)
+    assert segment_info(encode_episode(pool[0])) == (4, LOFI_POOL, len(pool[0]))

@@ -136,6 +136,45 @@ def measure(env: dict, workers: int, nthread: int, overrides: dict, versions: in
     return rates, cores
 
 
+def bare_engine_rate(task_name: str, envs: int, steps: int, versions: int, seed: int, start=None) -> float:
+    """Median pool steps/s of one process running the engine and the batch encoding alone (no ROS): what a
+    lofi_sim worker does per version, without DDS."""
+    from mfpg_ros.core.codec import encode_episodes
+    from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
+    from mfpg_ros.sim.engine import Engine
+    from mfpg_ros.sim.tasks import make_task
+
+    torch.set_num_threads(1)
+    task = make_task(task_name)
+    policy = NumpyPolicy(ActorCritic(task.contract.obs_dim, task.contract.act_dim))
+    engine = Engine(task, envs, seed=seed, nthread=1)
+    engine.collect(policy, min(steps, 200), 0, 'lofi_pool')  # warm-up
+    if start is not None:
+        start.wait()  # a barrier: processes compared side by side run at the same time
+    rates = []
+    for version in range(versions):
+        start = time.perf_counter()
+        encode_episodes(engine.collect(policy, steps, version, 'lofi_pool'))
+        rates.append(envs * steps / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def bare_ceiling(task_name: str, envs: int, steps: int, versions: int) -> float:
+    """The same split without ROS: two bare engine processes on half the environments each, run at the same time,
+    vs one process on all of them. The split itself costs (fewer environments per Python step) and two busy cores
+    run slower than one: this is the most the lofi_sim processes could reach on this machine."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context('spawn')
+    with context.Manager() as manager, concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+        one = pool.submit(bare_engine_rate, task_name, envs, steps, versions, 1).result()
+        start = manager.Barrier(2)
+        halves = [pool.submit(bare_engine_rate, task_name, n, steps, versions, 2 + i, start)
+                  for i, n in enumerate((envs - envs // 2, envs // 2))]
+        return sum(h.result() for h in halves) / one
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mfpg bench scaleout', description=__doc__)
     parser.add_argument('--pool-envs', type=int, default=16)
@@ -165,5 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.close()
     print(f'node logs: {log_dir}')
+    task = overrides.get('task') or load_config(graph.share_file('config', 'train.yaml')).task
+    print(f'without ROS, 2 bare engine processes (half the environments each, same work) vs 1: '
+          f'{bare_ceiling(task, args.pool_envs, args.pool_steps, args.versions):.2f} (this machine\'s ceiling)')
     print(f'lofi_throughput_2_nodes_vs_1: {medians[2] / medians[1]:.2f}')
     return 0
