@@ -1,4 +1,5 @@
-"""Shared fixtures for ROS tests: `ros_env` (a private domain), `spawn` (node processes), `probe` (in-process node).
+"""Shared fixtures for ROS tests: `ros_env` (a private domain), `spawn` (node processes), `probe` (in-process node),
+`server` (one policy_server driven by a PolicyServerHarness).
 
 Every test gets its own ROS_DOMAIN_ID from domain_coordinator, so tests (and pytest-xdist workers) never see each
 other's topics. Discovery stays on the loopback interface."""
@@ -15,7 +16,7 @@ os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers importable as `ros_helpers`
 
-from ros_helpers import GraphProbe, Spawner, ros_environment  # noqa: E402
+from ros_helpers import GraphProbe, PolicyServerHarness, Spawner, node_args, ros_environment, weights_msg  # noqa: E402
 
 
 @pytest.hookimpl(wrapper=True)
@@ -59,3 +60,16 @@ def probe(ros_domain):
     """An in-process rclpy node on the test's domain (own Context): wait_for_nodes, wait_for_messages, publish."""
     with GraphProbe('test_probe', domain_id=ros_domain) as node:
         yield node
+
+
+@pytest.fixture
+def server(spawn, probe, request):
+    """One policy_server (watchdog 0.1 s, safe command zero; indirect parameters override) and its harness, acting
+    with weights version 0 unless `autostart` is false."""
+    params = {'watchdog_timeout_s': 0.1, 'safe_command': 'zero', **getattr(request, 'param', {})}
+    proc = spawn('policy_server', node_args(**params))
+    harness = PolicyServerHarness(probe, proc)
+    if params.get('autostart', True):  # an unconfigured lifecycle node has no subscriptions yet
+        harness.ready().publish('policy/weights', weights_msg(0))
+        harness.wait_acting(0)
+    return harness

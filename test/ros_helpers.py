@@ -1,17 +1,46 @@
 """Helpers for multi-process ROS tests: an isolated environment per test, node processes that always get stopped
-and reaped, and (re-exported) the in-process GraphProbe. Waits for discovery and messages; never sleeps."""
+and reaped, node arguments, a policy_server harness, and (re-exported) the in-process GraphProbe. Waits for discovery
+and messages; never sleeps."""
 from __future__ import annotations
 
+import array
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
+import torch
+from std_msgs.msg import Float64MultiArray, UInt8MultiArray
+
+from mfpg_ros.core.codec import encode_weights
+from mfpg_ros.core.policy import ActorCritic
 from mfpg_ros.graph_probe import GraphProbe  # noqa: F401 - re-exported for tests
 from mfpg_ros.node_process import NodeProcess, stop_all
+from mfpg_ros.nodes.common import LATCHED
 from mfpg_ros.runner import child_env, find_executable
+from mfpg_ros.sim.tasks import make_task
 
 VENV_BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / 'config' / 'train.yaml')
+TWIN = str(ROOT / 'config' / 'hardware' / 'twin.yaml')
+TASK = make_task('cartpole')
+EFFORT = float(TASK.effort_per_action[0])
+COMMANDS = 'effort_controller/commands'
+
+
+def node_args(*params_files, namespace: str = '', **params) -> list[str]:
+    """`--ros-args`: config/train.yaml, then `params_files` in order, the namespace remap, then `-p key:=value`."""
+    args = ['--ros-args']
+    for f in (CONFIG, *params_files):
+        args += ['--params-file', f]
+    if namespace:
+        args += ['-r', f'__ns:=/{namespace}']
+    for key, value in params.items():
+        args += ['-p', f'{key}:={value}']
+    return args
 
 
 def ros_environment(domain_id: int) -> dict:
@@ -54,3 +83,78 @@ def spawned(executable: str, args=(), env: dict | None = None, log_dir: str | os
         raise
     finally:
         spawner.stop()
+
+
+def weights_msg(version=0, bias=None, contract=TASK.contract):
+    model = ActorCritic(TASK.contract.obs_dim, TASK.contract.act_dim)
+    if bias is not None:
+        with torch.no_grad():
+            model.pi[-1].bias.fill_(bias)
+    return UInt8MultiArray(data=array.array('B', encode_weights(model, version=version, contract=contract)))
+
+
+def observation(seq):
+    msg = Float64MultiArray()
+    msg.data = array.array('d', [float(seq), 0.0, 0.01, 0.0, 0.0])
+    return msg
+
+
+class PolicyServerHarness:
+    """A probe that plays hifi_interface for one policy_server: sends observations, watches commands/actions."""
+
+    def __init__(self, probe, proc):
+        self.probe, self.proc = probe, proc
+        self.commands = probe.subscribe(COMMANDS, Float64MultiArray)
+        self.actions = probe.subscribe('hifi/action', Float64MultiArray)
+        self.obs_pub = probe.node.create_publisher(Float64MultiArray, 'hifi/observation', 10)
+        self.seq = 0
+
+    def ready(self):
+        self.probe.wait_until(lambda: self.obs_pub.get_subscription_count() > 0, 30, 'policy_server subscribed',
+                              self.alive)
+        return self
+
+    def alive(self):
+        assert self.proc.poll() is None, 'policy_server died'
+
+    def publish(self, topic, msg, qos=LATCHED):
+        self.probe.publish(topic, msg, qos)
+
+    def step(self, expect_action=True):
+        """One observation; returns the action report (or None if none came within 0.3 s)."""
+        self.seq += 1
+        n = len(self.actions)
+        self.obs_pub.publish(observation(self.seq))
+        try:
+            self.probe.wait_until(lambda: len(self.actions) > n, 5 if expect_action else 0.3, 'action', self.alive)
+        except TimeoutError:
+            if expect_action:
+                raise
+            return None
+        return np.asarray(self.actions[-1].data)
+
+    def wait_acting(self, version, timeout=30):
+        """Step until an action comes from weights `version` (weights may arrive after the first observations)."""
+        def acting():
+            report = self.step(expect_action=False)
+            return report is not None and report[1] == version
+        self.probe.wait_until(acting, timeout, f'acting with weights version {version}', self.alive)
+
+
+def check_watchdog_reaction(server: PolicyServerHarness):
+    """Three times: a few steps, then no observations; the safe command (zero) must follow within the timeout."""
+    delays = []
+    for trial in range(3):
+        for _ in range(5):
+            last = server.step()
+            assert last is not None
+        # The step's own command may arrive after its action report: wait for it before watching for the next one.
+        sent = last[2 + 2 * TASK.contract.act_dim:] * EFFORT
+        server.probe.wait_until(lambda: np.allclose(server.commands[-1].data, sent), 5, 'the last step command')
+        n = len(server.commands)
+        last_obs = time.monotonic()
+        server.probe.wait_until(lambda: len(server.commands) > n, 5, 'watchdog command', server.alive)
+        delays.append(time.monotonic() - last_obs)
+        assert list(server.commands[-1].data) == [0.0]
+    print(f'watchdog reaction (s): {[round(d, 3) for d in delays]}')
+    assert max(delays) < 0.1 + 0.1  # timeout + margin for the check period and a loaded machine

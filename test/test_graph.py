@@ -1,11 +1,11 @@
 """The node graph as separate processes over real DDS (LOCALHOST discovery, one ROS_DOMAIN_ID per test)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
+from ros_helpers import CONFIG, node_args
 from std_msgs.msg import String, UInt8MultiArray
 
 from mfpg_ros.core.codec import decode_episode, decode_episodes, decode_weights
@@ -15,26 +15,16 @@ from mfpg_ros.core.learners import make_learner
 from mfpg_ros.nodes.common import HISTORY, LATCHED
 from mfpg_ros.sim.tasks import make_task
 
-CONFIG = str(Path(__file__).resolve().parents[1] / 'config' / 'train.yaml')
 NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant')
-
-
-def node_args(namespace='', **params):
-    args = ['--ros-args', '--params-file', CONFIG]
-    if namespace:
-        args += ['-r', f'__ns:=/{namespace}']
-    for key, value in params.items():
-        args += ['-p', f'{key}:={value}']
-    return args
 
 
 def start_graph(spawn, namespace='', before_learner=None, **params):
     """Spawn the five nodes; `before_learner()` runs once the others are up (nothing is published before the
     learner's first weights)."""
-    procs = [spawn(n, node_args(namespace, **params), name=f'{namespace}{n}') for n in NODES[1:]]
+    procs = [spawn(n, node_args(namespace=namespace, **params), name=f'{namespace}{n}') for n in NODES[1:]]
     if before_learner is not None:
         before_learner()
-    procs.append(spawn(NODES[0], node_args(namespace, **params), name=f'{namespace}{NODES[0]}'))
+    procs.append(spawn(NODES[0], node_args(namespace=namespace, **params), name=f'{namespace}{NODES[0]}'))
 
     def check():
         dead = [p.name for p in procs if p.poll() not in (None, 0)]  # the learner exits 0 when done

@@ -2,15 +2,13 @@
 hifi_interface with another plant wiring."""
 import array
 import json
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
+from ros_helpers import EFFORT, TASK, TWIN, check_watchdog_reaction, node_args, weights_msg
 from std_msgs.msg import Bool, Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
@@ -18,36 +16,6 @@ from mfpg_ros.core.codec import decode_episode, encode_weights
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.policy import ActorCritic
 from mfpg_ros.nodes.common import HISTORY, LATCHED
-from mfpg_ros.sim.tasks import make_task
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG, TWIN = str(ROOT / 'config' / 'train.yaml'), str(ROOT / 'config' / 'hardware' / 'twin.yaml')
-TASK = make_task('cartpole')
-EFFORT = float(TASK.effort_per_action[0])
-COMMANDS = 'effort_controller/commands'
-
-
-def args(*files, **params):
-    out = ['--ros-args']
-    for f in (CONFIG, *files):
-        out += ['--params-file', f]
-    for key, value in params.items():
-        out += ['-p', f'{key}:={value}']
-    return out
-
-
-def weights_msg(version=0, bias=None, contract=TASK.contract):
-    model = ActorCritic(TASK.contract.obs_dim, TASK.contract.act_dim)
-    if bias is not None:
-        with torch.no_grad():
-            model.pi[-1].bias.fill_(bias)
-    return UInt8MultiArray(data=array.array('B', encode_weights(model, version=version, contract=contract)))
-
-
-def observation(seq):
-    msg = Float64MultiArray()
-    msg.data = array.array('d', [float(seq), 0.0, 0.01, 0.0, 0.0])
-    return msg
 
 
 def service(probe, srv_type, name, request):
@@ -58,75 +26,8 @@ def service(probe, srv_type, name, request):
     return future.result()
 
 
-class PolicyServerHarness:
-    """A probe that plays hifi_interface for one policy_server: sends observations, watches commands/actions."""
-
-    def __init__(self, probe, proc):
-        self.probe, self.proc = probe, proc
-        self.commands = probe.subscribe(COMMANDS, Float64MultiArray)
-        self.actions = probe.subscribe('hifi/action', Float64MultiArray)
-        self.obs_pub = probe.node.create_publisher(Float64MultiArray, 'hifi/observation', 10)
-        self.seq = 0
-
-    def ready(self):
-        self.probe.wait_until(lambda: self.obs_pub.get_subscription_count() > 0, 30, 'policy_server subscribed',
-                              self.alive)
-        return self
-
-    def alive(self):
-        assert self.proc.poll() is None, 'policy_server died'
-
-    def publish(self, topic, msg, qos=LATCHED):
-        self.probe.publish(topic, msg, qos)
-
-    def step(self, expect_action=True):
-        """One observation; returns the action report (or None if none came within 0.3 s)."""
-        self.seq += 1
-        n = len(self.actions)
-        self.obs_pub.publish(observation(self.seq))
-        try:
-            self.probe.wait_until(lambda: len(self.actions) > n, 5 if expect_action else 0.3, 'action', self.alive)
-        except TimeoutError:
-            if expect_action:
-                raise
-            return None
-        return np.asarray(self.actions[-1].data)
-
-    def wait_acting(self, version, timeout=30):
-        """Step until an action comes from weights `version` (weights may arrive after the first observations)."""
-        def acting():
-            report = self.step(expect_action=False)
-            return report is not None and report[1] == version
-        self.probe.wait_until(acting, timeout, f'acting with weights version {version}', self.alive)
-
-
-@pytest.fixture
-def server(spawn, probe, request):
-    params = {'watchdog_timeout_s': 0.1, 'safe_command': 'zero', **getattr(request, 'param', {})}
-    proc = spawn('policy_server', args(**params))
-    harness = PolicyServerHarness(probe, proc)
-    if params.get('autostart', True):  # an unconfigured lifecycle node has no subscriptions yet
-        harness.ready().publish('policy/weights', weights_msg(0))
-        harness.wait_acting(0)
-    return harness
-
-
 def test_watchdog_sends_the_safe_command_within_the_timeout(server):
-    delays = []
-    for trial in range(3):
-        for _ in range(5):
-            last = server.step()
-            assert last is not None
-        # The step's own command may arrive after its action report: wait for it before watching for the next one.
-        sent = last[2 + 2 * TASK.contract.act_dim:] * EFFORT
-        server.probe.wait_until(lambda: np.allclose(server.commands[-1].data, sent), 5, 'the last step command')
-        n = len(server.commands)
-        last_obs = time.monotonic()
-        server.probe.wait_until(lambda: len(server.commands) > n, 5, 'watchdog command', server.alive)
-        delays.append(time.monotonic() - last_obs)
-        assert list(server.commands[-1].data) == [0.0]
-    print(f'watchdog reaction (s): {[round(d, 3) for d in delays]}')
-    assert max(delays) < 0.1 + 0.1  # timeout + margin for the check period and a loaded machine
+    check_watchdog_reaction(server)
 
 
 def test_estop_latches_survives_new_weights_and_reset_releases(server):
@@ -198,10 +99,10 @@ def test_another_plant_wiring_trains_with_hifi_interface_unchanged(spawn, probe)
     twin = dict(wiring, published_joints='[pole_hinge, wheel_encoder, cart_slider]')
     fast = {'algo.pool_steps_per_env': 50, 'iterations': 2, 'target_return': '.nan'}
     summary = probe.subscribe('metrics/summary', String, HISTORY)  # latched: none lost to discovery
-    procs = [spawn('twin_plant', args(TWIN, **twin, **fast)),
-             spawn('policy_server', args(TWIN, **wiring, **fast)),
-             spawn('hifi_interface', args(TWIN, **wiring, **fast)),
-             spawn('lofi_sim', args(**fast)), spawn('learner', args(**fast))]
+    procs = [spawn('twin_plant', node_args(TWIN, **twin, **fast)),
+             spawn('policy_server', node_args(TWIN, **wiring, **fast)),
+             spawn('hifi_interface', node_args(TWIN, **wiring, **fast)),
+             spawn('lofi_sim', node_args(**fast)), spawn('learner', node_args(**fast))]
     probe.wait_until(lambda: len(summary) >= 2, 120, 'two iterations',
                      lambda: [p.poll() in (None, 0) or pytest.fail(f'{p.name} died') for p in procs])
     rows = [json.loads(m.data) for m in summary]
@@ -212,9 +113,9 @@ def test_stalled_step_aborts_the_segment_and_never_sends_it(spawn, probe):
     fast = {'algo.hf_steps_per_iter': 400}
     episodes = probe.subscribe('hifi/episodes', UInt8MultiArray)
     diag = probe.subscribe('/diagnostics', DiagnosticArray)
-    spawn('twin_plant', args(TWIN, **fast))
-    server = spawn('policy_server', args(TWIN, **fast))
-    spawn('hifi_interface', args(TWIN, **fast))
+    spawn('twin_plant', node_args(TWIN, **fast))
+    server = spawn('policy_server', node_args(TWIN, **fast))
+    spawn('hifi_interface', node_args(TWIN, **fast))
     probe.publish('policy/weights', weights_msg(0), LATCHED, subscribers=2)
     actions = probe.subscribe('hifi/action', Float64MultiArray)
     probe.wait_until(lambda: len(actions) >= 5, 30, 'hifi steps running')

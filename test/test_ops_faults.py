@@ -9,25 +9,17 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from ros_helpers import node_args
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from mfpg_ros.core.codec import decode_episode, decode_weights
 from mfpg_ros.nodes.common import EPISODES_IN, HISTORY, LATCHED
 
-CONFIG = str(Path(__file__).resolve().parents[1] / 'config' / 'train.yaml')
 NODES = ('policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant', 'learner')
 BUDGET = 100  # algo.hf_steps_per_iter in config/train.yaml
 FAST = {'algo.pool_steps_per_env': 50, 'target_return': '.nan', 'iterations': 1000}  # stopped by the fixture
-
-
-def node_args(**params):
-    args = ['--ros-args', '--params-file', CONFIG]
-    for key, value in params.items():
-        args += ['-p', f'{key}:={value}']
-    return args
 
 
 class Graph:

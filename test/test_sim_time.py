@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from ros_helpers import TASK, TWIN, check_watchdog_reaction, node_args, weights_msg
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import Trigger
-from test_hifi_safety import TASK, TWIN, args, server, weights_msg  # noqa: F401 - `server` is a fixture
-from test_hifi_safety import test_watchdog_sends_the_safe_command_within_the_timeout as watchdog_reaction
 
 from mfpg_ros import graph
 from mfpg_ros.core.codec import decode_episode
@@ -143,7 +142,7 @@ def test_watchdog_fires_while_sim_time_stands_still(server):
         clock.publish(Clock(clock=stamp_of(frozen)))  # the same time again and again: no jump, no progress
         return any(stamp == frozen for stamp, _ in diag.of('/policy_server'))
     probe.wait_until(on_frozen_clock, 30, 'policy_server on the frozen sim time', server.alive)
-    watchdog_reaction(server)
+    check_watchdog_reaction(server)
     n = len(diag.of('/policy_server'))
     probe.wait_until(lambda: len(diag.of('/policy_server')) > n, 10, 'a fresh status', server.alive)
     stamp, values = diag.of('/policy_server')[-1]
@@ -212,11 +211,11 @@ def test_backward_clock_jump_is_a_reset_and_no_segment_straddles_it(spawn, probe
     fast = {'algo.hf_steps_per_iter': budget, 'stall_timeout_s': 5.0}  # a loaded machine must not add stall aborts
     # policy_server holds the weights before hifi_interface starts: an observation it cannot answer yet would end in
     # a stall abort and an extra reset, which this test counts.
-    procs = [spawn('policy_server', args(TWIN, **fast))]
+    procs = [spawn('policy_server', node_args(TWIN, **fast))]
     probe.publish('policy/weights', weights_msg(0), LATCHED, subscribers=1, timeout=60)
     probe.wait_until(lambda: diag.latest('/policy_server').get('policy_version') == '0', 60,
                      'policy_server holds weights version 0', alive(procs))
-    procs.append(spawn('hifi_interface', args(TWIN, **fast)))
+    procs.append(spawn('hifi_interface', node_args(TWIN, **fast)))
     start = plant.t
 
     def on_plant_clock():  # /clock is best effort: say it until hifi_interface reports the plant's time (it may
