@@ -411,3 +411,18 @@ def test_batch_fuzz_never_raises_anything_but_codec_error():
             outcome = type(e).__name__
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     assert {'MalformedError', 'SignatureError'} <= outcomes.keys(), outcomes
+
+
+def test_encode_batches_cuts_near_the_target_size_and_keeps_the_order():
+    episodes = [make_episode(steps=5 + i % 7, seed=i) for i in range(40)]
+    one = len(encode_episode(episodes[0]))
+    batches = codec.encode_batches(episodes, target_bytes=6 * one)
+    assert 5 <= len(batches) < 40 and all(len(b) <= 6 * one + 8 * 7 + 12 for b in batches[:-1])
+    decoded = [e for b in batches for e in codec.decode_episodes(b, contract=CONTRACT)]
+    assert [e.episode_id for e in decoded] == [e.episode_id for e in episodes]
+    for sent, got in zip(episodes, decoded):
+        assert_episodes_equal(sent, got)
+    big = make_episode(steps=400)
+    alone = codec.encode_batches([episodes[0], big, episodes[1]], target_bytes=2 * one)
+    assert [len(codec.split_episodes(b)) for b in alone] == [1, 1, 1]  # larger than the target: goes alone
+    assert codec.encode_batches([]) == []

@@ -8,7 +8,7 @@ import zlib
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
-from mfpg_ros.core.codec import CodecError, build_model, decode_episode, encode_episode, encode_episodes
+from mfpg_ros.core.codec import CodecError, build_model, decode_episode, encode_batches, encode_episode
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.learners import needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
@@ -96,7 +96,8 @@ class LofiSim(Node):
             return
         version = self.version
         pool = self.pool.collect(self.policy, self.steps_per_env, version, LOFI_POOL)
-        self.episode_pub.publish(bytes_msg(encode_episodes(pool, key=self.key)))  # one message, not hundreds
+        for batch in encode_batches(pool, key=self.key):  # a few messages, not hundreds
+            self.episode_pub.publish(bytes_msg(batch))
         self.pool_steps += sum(len(segment) for segment in pool)
         self.pool_done = version
 

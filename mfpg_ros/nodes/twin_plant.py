@@ -7,16 +7,18 @@ control rate with the last command held.
 
 Time: the twin is the graph's clock under use_sim_time. Its simulated time (an integer count of control periods, so
 /clock advances in whole periods) goes out on /clock before the joint states of the same step, which carry it in
-their header. /clock is sent every clock_period_s of sim time (default 0.1 s, gazebo_ros's 10 Hz; 0 = every step)
-and at every reset: each /clock message wakes every node of the graph, so a per-step clock would cost the lock-step
-loop a third of its speed. Stamps stay exact; a node's now() lags by less than clock_period_s. Resets keep the time
-running (a monotonic clock is what bags, tf buffers and plots expect), unless rewind_clock_on_reset is set: then a
-reset rewinds the clock to 0 like a Gazebo world reset.
+their header. /clock is sent every clock_period_s of sim time (default 0.1 s, gazebo_ros's 10 Hz; 0 = every step),
+at every reset, and once the plant has stood still for 50-100 ms (a lock-step plant waiting for a command): each
+/clock message wakes every node of the graph, and a per-step clock cost the lock-step loop a third of its speed.
+Stamps stay exact; a node's now() lags by less than clock_period_s while the plant runs, not at all while it waits.
+Resets keep the time running (a monotonic clock is what bags, tf buffers and plots expect), unless
+rewind_clock_on_reset is set: then a reset rewinds the clock to 0 like a Gazebo world reset.
 """
 from __future__ import annotations
 
 import numpy as np
 from rclpy.node import Node
+from builtin_interfaces.msg import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -50,7 +52,7 @@ class TwinPlant(Node):
         self.period_ns = round(self.task.dt * 1e9)
         self.ticks = 0  # control periods simulated: the sim time published on /clock is ticks * period_ns
         self.clock_every = max(1, round(clock_period / self.task.dt))  # /clock every this many ticks
-        self.clock_due = True
+        self.clock_due, self.clock_ticks, self.ticks_seen = True, -1, -1  # ticks last sent on /clock, last seen idle
         self.rejections = Rejections(self)
         self.states_pub = self.create_publisher(JointState, states_topic, CONTROL, **QUIET_PUB)
         self.clock_pub = self.create_publisher(Clock, '/clock', 10, **QUIET_PUB)  # the graph remaps it per namespace
@@ -58,6 +60,7 @@ class TwinPlant(Node):
         self.create_service(Trigger, reset_service, self.on_reset)
         if self.mode == 'realtime':  # steady clock: this timer makes the sim time, it cannot wait for it
             steady_timer(self, self.task.dt, self.advance)
+        steady_timer(self, 0.05, self.catch_up_clock)
         Diagnostics(self, lambda: {'steps': self.steps, 'resets': self.resets, 'diverged': self.diverged,
                                    'rejected': self.rejections.total, 'mode': self.mode,
                                    'sim_time': f'{self.ticks * self.period_ns / 1e9:.3f}'},
@@ -101,19 +104,30 @@ class TwinPlant(Node):
         self.clock_due = True
         self.publish_state()
 
+    def catch_up_clock(self) -> None:
+        """A plant standing still (lock-step, waiting for a command) sends its exact time if /clock lags behind."""
+        if self.ticks == self.ticks_seen and self.clock_ticks != self.ticks:
+            self.send_clock()
+        self.ticks_seen = self.ticks
+
+    def sim_time(self) -> Time:
+        sec, nanosec = divmod(self.ticks * self.period_ns, 1_000_000_000)
+        return Time(sec=sec, nanosec=nanosec)
+
+    def send_clock(self) -> None:
+        self.clock_pub.publish(Clock(clock=self.sim_time()))
+        self.clock_ticks = self.ticks
+
     def publish_state(self) -> None:
         """/clock first (when due), then the joint states stamped with the simulated time."""
-        sec, nanosec = divmod(self.ticks * self.period_ns, 1_000_000_000)
-        clock = Clock()
-        clock.clock.sec, clock.clock.nanosec = sec, nanosec
         if self.clock_due:
-            self.clock_pub.publish(clock)
+            self.send_clock()
         index = {name: i for i, name in enumerate(self.task.joint_names)}
         pick = [index.get(name) for name in self.published_joints]  # unknown names: extra joints, reported as 0
         value = lambda arr: [float(arr[i]) if i is not None else 0.0 for i in pick]  # noqa: E731
         msg = JointState(name=self.published_joints, position=value(self.data.qpos), velocity=value(self.data.qvel),
                          effort=value(self.data.qfrc_actuator))
-        msg.header.stamp = clock.clock
+        msg.header.stamp = self.sim_time()
         self.states_pub.publish(msg)
 
 
