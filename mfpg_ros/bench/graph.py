@@ -29,12 +29,20 @@ def main(argv=None) -> int:
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override')
     args = parser.parse_args(argv)
     skip = 2  # start-up and first-iteration effects
-    with tempfile.TemporaryDirectory() as tmp:
-        through_graph = graph_iteration_seconds(args.iterations, args.set, Path(tmp) / 'run')[skip:]
     overrides = dict(s.split('=', 1) for s in args.set)
     cfg = load_config(share_file('config', 'train.yaml'), iterations=args.iterations, target_return=None,
                       eval_every=0, **{k: float(v) if '.' in v else int(v) for k, v in overrides.items()})
-    in_process = [m['iteration_seconds'] for m in Trainer(cfg).run()][skip:]
+
+    def run_in_process() -> list[float]:
+        return [m['iteration_seconds'] for m in Trainer(cfg).run()][skip:]
+    # The reference runs before and after the graph: a shared machine's speed drifts, and both halves see it.
+    before = run_in_process()
+    with tempfile.TemporaryDirectory() as tmp:
+        through_graph = graph_iteration_seconds(args.iterations, args.set, Path(tmp) / 'run')[skip:]
+    after = run_in_process()
+    in_process = before + after
+    print(f'in-process trainer before / after the graph: {statistics.median(before) * 1e3:.0f} / '
+          f'{statistics.median(after) * 1e3:.0f} ms/iteration')
     g, p = statistics.median(through_graph), statistics.median(in_process)
     print(f'{cfg.task}: {cfg.algo.hf_steps_per_iter} HF steps + {cfg.algo.pool_envs}x{cfg.algo.pool_steps_per_env} '
           f'pool steps per iteration, median over {len(in_process)} iterations')
