@@ -117,6 +117,33 @@ def test_cv_epochs_one_makes_later_epochs_plain_ppo():
     with pytest.raises(ValueError):
         PPOConfig(cv_epochs=-1)
 
+# ---- ppo.cv_clip -------------------------------------------------------------------------------------------------
+def test_signed_cv_clip_has_the_same_first_gradient_and_a_trust_region_for_the_pushed_down_term():
+    data = _toy_data(seed=5)
+    plain, signed = (PPOLearner(_cfg(ppo={'cv_clip': mode}, fixed_c=-0.8), TOY, 2) for mode in ('plain', 'signed'))
+    g_plain, _ = plain.policy_gradient(*data, first_minibatch=True)
+    g_signed, _ = signed.policy_gradient(*data, first_minibatch=True)
+    assert torch.allclose(g_plain, g_signed, atol=1e-6) and g_plain.abs().sum() > 0  # at r = 1 the same estimator
+    plain.update(*data)
+    signed.update(*data)
+    assert not torch.equal(_weights(plain), _weights(signed))  # later minibatches clip differently
+    # Every LF ratio at 0.5, below 1 - eps: a term with weight -1 on positive advantages is being pushed down.
+    batch, _ = signed._batch(*data)
+    lf = batch.lf
+    with torch.no_grad():
+        lf.old_log_prob = signed.model.log_prob(lf.obs, lf.actions) - np.log(0.5)
+    idx = torch.nonzero(lf.advantages > 0).flatten()
+
+    def grad_norm(loss):
+        signed.model.zero_grad()
+        loss.backward()
+        return sum(float(q.grad.abs().sum()) for q in signed.model.parameters() if q.grad is not None)
+    assert grad_norm(-signed._surrogate(lf, idx, False)[0].sum()) > 0  # 'plain': weight -1 applied outside the clip
+    assert grad_norm(signed._surrogate(lf, idx, False, -1.0)[0].sum()) == 0  # 'signed': out of its trust region
+    with pytest.raises(ValueError):
+        PPOConfig(cv_clip='both')
+
+
 # ---- the closed-form problem -------------------------------------------------------------------------------------
 def _line_learner(c, normalize=False, minibatch=64, **estimator):
     cfg = AlgoConfig(algorithm='mf_ppo', gamma=0.0, hidden=(), log_std_init=math.log(SIGMA), max_grad_norm=1e9,

@@ -44,11 +44,16 @@ class PPOConfig:
     target_kl: float | None = None  # stop the epochs early once the HF approx KL exceeds 1.5 * target_kl
     pool_minibatch_size: int = 0  # LF pool steps per minibatch (MF-PPO); 0: each epoch splits the pool evenly
     cv_epochs: int = 0  # MF-PPO: the first cv_epochs epochs use the control variate, later ones plain PPO; 0: all
+    # MF-PPO: 'plain' clips the LF surrogates as PPO does and weights them by c and -c afterwards; 'signed' clips
+    # each term with its weight inside (min(r cA, clip(r) cA)), so a term the loss pushes down keeps a trust region
+    cv_clip: str = 'plain'
 
     def __post_init__(self):
         self.target_kl = _optional(self.target_kl)
         if self.cv_epochs < 0:
             raise ValueError(f'ppo.cv_epochs must be >= 0 (0: every epoch), not {self.cv_epochs}')
+        if self.cv_clip not in ('plain', 'signed'):
+            raise ValueError(f"ppo.cv_clip must be 'plain' or 'signed', not {self.cv_clip!r}")
 
 
 @dataclass

@@ -166,12 +166,15 @@ class PPOLearner:
         return [(idx, torch.as_tensor(s)) for idx, s in zip(chunks, slices)]
 
     # ---- losses --------------------------------------------------------------------------------------------
-    def _surrogate(self, part: Rollout, idx: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step clipped surrogate min(r A, clip(r) A) and the ratio r = pi / pi_old."""
+    def _surrogate(self, part: Rollout, idx: torch.Tensor, normalize: bool,
+                   weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step clipped surrogate min(r A, clip(r) A) of the advantages times `weight`, and r = pi / pi_old."""
         ratio = torch.exp(self.model.log_prob(part.obs[idx], part.actions[idx]) - part.old_log_prob[idx])
         adv = part.advantages[idx]
         if normalize and len(adv) > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        if weight != 1.0:
+            adv = weight * adv
         eps = self.cfg.ppo.clip_range
         return torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv), ratio
 
@@ -194,6 +197,9 @@ class PPOLearner:
         info.update(stats, c=c, lf_clip_fraction=_ratio_stats(ratio_l, p.clip_range)['clip_fraction'],
                     var_without_cv=var_without, var_with_cv=var_with,
                     var_ratio=var_with / var_without if var_without > 0 else 1.0)
+        if p.cv_clip == 'signed' and c != 0.0:  # the same gradient at r = 1; each term clipped with its sign
+            return est.mf_policy_loss(x_h, self._surrogate(batch.lf, idx, False, c)[0],
+                                      -self._surrogate(batch.pool, pool_idx, False, -c)[0], 1.0), info
         return est.mf_policy_loss(x_h, x_l, x_mu, c), info
 
     def _coefficient(self, x_h: torch.Tensor, x_l: torch.Tensor, coef: est.Coefficient) -> tuple[float, dict]:
