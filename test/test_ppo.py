@@ -138,8 +138,10 @@ def test_signed_cv_clip_has_the_same_first_gradient_and_a_trust_region_for_the_p
         signed.model.zero_grad()
         loss.backward()
         return sum(float(q.grad.abs().sum()) for q in signed.model.parameters() if q.grad is not None)
-    assert grad_norm(-signed._surrogate(lf, idx, False)[0].sum()) > 0  # 'plain': weight -1 applied outside the clip
-    assert grad_norm(signed._surrogate(lf, idx, False, -1.0)[0].sum()) == 0  # 'signed': out of its trust region
+    ratio, adv = signed._ratio_and_advantages(lf, idx, False)
+    assert grad_norm(-signed._clipped(ratio, adv).sum()) > 0  # 'plain': weight -1 applied outside the clip
+    ratio, adv = signed._ratio_and_advantages(lf, idx, False)
+    assert grad_norm(signed._clipped(ratio, -adv).sum()) == 0  # 'signed': out of its trust region
     with pytest.raises(ValueError):
         PPOConfig(cv_clip='both')
 

@@ -136,10 +136,10 @@ def measure(env: dict, workers: int, nthread: int, overrides: dict, versions: in
     return rates, cores
 
 
-def bare_engine_rate(task_name: str, envs: int, steps: int, versions: int, seed: int, start=None) -> float:
+def bare_engine_rate(task_name: str, envs: int, steps: int, versions: int, seed: int, barrier=None) -> float:
     """Median pool steps/s of one process running the engine and the batch encoding alone (no ROS): what a
     lofi_sim worker does per version, without DDS."""
-    from mfpg_ros.core.codec import encode_episodes
+    from mfpg_ros.core.codec import encode_batches
     from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
     from mfpg_ros.sim.engine import Engine
     from mfpg_ros.sim.tasks import make_task
@@ -149,12 +149,12 @@ def bare_engine_rate(task_name: str, envs: int, steps: int, versions: int, seed:
     policy = NumpyPolicy(ActorCritic(task.contract.obs_dim, task.contract.act_dim))
     engine = Engine(task, envs, seed=seed, nthread=1)
     engine.collect(policy, min(steps, 200), 0, 'lofi_pool')  # warm-up
-    if start is not None:
-        start.wait()  # a barrier: processes compared side by side run at the same time
+    if barrier is not None:
+        barrier.wait()  # processes compared side by side run at the same time
     rates = []
     for version in range(versions):
         start = time.perf_counter()
-        encode_episodes(engine.collect(policy, steps, version, 'lofi_pool'))
+        encode_batches(engine.collect(policy, steps, version, 'lofi_pool'))  # as lofi_sim publishes it
         rates.append(envs * steps / (time.perf_counter() - start))
     return statistics.median(rates)
 
@@ -169,8 +169,8 @@ def bare_ceiling(task_name: str, envs: int, steps: int, versions: int) -> float:
     context = multiprocessing.get_context('spawn')
     with context.Manager() as manager, concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
         one = pool.submit(bare_engine_rate, task_name, envs, steps, versions, 1).result()
-        start = manager.Barrier(2)
-        halves = [pool.submit(bare_engine_rate, task_name, n, steps, versions, 2 + i, start)
+        barrier = manager.Barrier(2)
+        halves = [pool.submit(bare_engine_rate, task_name, n, steps, versions, 2 + i, barrier)
                   for i, n in enumerate((envs - envs // 2, envs // 2))]
         return sum(h.result() for h in halves) / one
 

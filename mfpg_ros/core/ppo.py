@@ -166,29 +166,33 @@ class PPOLearner:
         return [(idx, torch.as_tensor(s)) for idx, s in zip(chunks, slices)]
 
     # ---- losses --------------------------------------------------------------------------------------------
-    def _surrogate(self, part: Rollout, idx: torch.Tensor, normalize: bool,
-                   weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step clipped surrogate min(r A, clip(r) A) of the advantages times `weight`, and r = pi / pi_old."""
+    def _ratio_and_advantages(self, part: Rollout, idx: torch.Tensor,
+                              normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """r = pi / pi_old and the advantages (normalised per minibatch if asked) of the steps idx."""
         ratio = torch.exp(self.model.log_prob(part.obs[idx], part.actions[idx]) - part.old_log_prob[idx])
         adv = part.advantages[idx]
         if normalize and len(adv) > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        if weight != 1.0:
-            adv = weight * adv
+        return ratio, adv
+
+    def _clipped(self, ratio: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        """Per-step clipped surrogate min(r A, clip(r) A)."""
         eps = self.cfg.ppo.clip_range
-        return torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv), ratio
+        return torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv)
 
     def _policy_loss(self, batch: Batch, idx, pool_idx, coef: est.Coefficient,
                      cv: bool = True) -> tuple[torch.Tensor, dict]:
         """cv = False (an epoch past ppo.cv_epochs): the plain PPO loss on the aligned HF steps; c and its running
         statistics are left alone."""
         p = self.cfg.ppo
-        x_h, ratio = self._surrogate(batch.hf, idx, p.normalize_advantage)
+        ratio, adv_h = self._ratio_and_advantages(batch.hf, idx, p.normalize_advantage)
+        x_h = self._clipped(ratio, adv_h)
         info = _ratio_stats(ratio, p.clip_range)
         if not batch.mf or not cv:
             return est.mf_policy_loss(x_h, x_h[:0], x_h[:0], 0.0), info
-        x_l, ratio_l = self._surrogate(batch.lf, idx, False)  # LF advantages were normalised per iteration
-        x_mu, _ = self._surrogate(batch.pool, pool_idx, False)
+        ratio_l, adv_l = self._ratio_and_advantages(batch.lf, idx, False)  # LF advantages: normalised per iteration
+        ratio_mu, adv_mu = self._ratio_and_advantages(batch.pool, pool_idx, False)
+        x_l, x_mu = self._clipped(ratio_l, adv_l), self._clipped(ratio_mu, adv_mu)
         c, stats = self._coefficient(x_h.detach(), x_l.detach(), coef)
         with torch.no_grad():
             xh, xl = x_h.double(), x_l.double()
@@ -198,8 +202,8 @@ class PPOLearner:
                     var_without_cv=var_without, var_with_cv=var_with,
                     var_ratio=var_with / var_without if var_without > 0 else 1.0)
         if p.cv_clip == 'signed' and c != 0.0:  # the same gradient at r = 1; each term clipped with its sign
-            return est.mf_policy_loss(x_h, self._surrogate(batch.lf, idx, False, c)[0],
-                                      -self._surrogate(batch.pool, pool_idx, False, -c)[0], 1.0), info
+            return est.mf_policy_loss(x_h, self._clipped(ratio_l, c * adv_l),
+                                      -self._clipped(ratio_mu, -c * adv_mu), 1.0), info
         return est.mf_policy_loss(x_h, x_l, x_mu, c), info
 
     def _coefficient(self, x_h: torch.Tensor, x_l: torch.Tensor, coef: est.Coefficient) -> tuple[float, dict]:
