@@ -102,9 +102,10 @@ def test_another_plant_wiring_trains_with_hifi_interface_unchanged(spawn, probe)
     procs = [spawn('twin_plant', node_args(TWIN, **twin, **fast)),
              spawn('policy_server', node_args(TWIN, **wiring, **fast)),
              spawn('hifi_interface', node_args(TWIN, **wiring, **fast)),
-             spawn('lofi_sim', node_args(**fast)), spawn('learner', node_args(**fast))]
+             spawn('lofi_sim', node_args(**fast)),
+             spawn('learner', node_args(**fast, exit_when_done='false'))]  # latched history stays until matched
     probe.wait_until(lambda: len(summary) >= 2, 120, 'two iterations',
-                     lambda: [p.poll() in (None, 0) or pytest.fail(f'{p.name} died') for p in procs])
+                     lambda: [p.poll() is None or pytest.fail(f'{p.name} exited') for p in procs])
     rows = [json.loads(m.data) for m in summary]
     assert rows[-1]['done'] and all(r['n_pairs'] == r['hf_segments'] for r in rows)
 
