@@ -79,6 +79,14 @@ def stop_all(processes: list[NodeProcess], timeout: float = 10.0) -> dict[str, i
     return codes
 
 
+def node_name(cmdline: list[str]) -> str | None:
+    """The node name a command line gives with `-r __node:=NAME` (as the runner and ros2 launch start nodes)."""
+    for arg in cmdline:
+        if arg.startswith('__node:='):
+            return arg.split(':=', 1)[1]
+    return None
+
+
 def clean_fastdds_shm() -> None:
     """Remove the shared-memory files of Fast DDS participants that died without cleaning up (SIGKILL)."""
     tool = Path(sys.prefix) / 'tools' / 'fastdds' / 'fastdds.py'

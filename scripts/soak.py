@@ -24,16 +24,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from mfpg_ros.node_process import node_name
+
 MB = 1 << 20
-
-
-def node_name(proc: psutil.Process) -> str | None:
-    """The ROS node name from `-r __node:=NAME` on the command line."""
-    with contextlib.suppress(psutil.Error):
-        for arg in proc.cmdline():
-            if arg.startswith('__node:='):
-                return arg.split(':=', 1)[1]
-    return None
 
 
 def sample(runner: psutil.Process) -> dict[str, float]:
@@ -41,8 +34,8 @@ def sample(runner: psutil.Process) -> dict[str, float]:
     with contextlib.suppress(psutil.Error):
         rss['runner (mfpg train)'] = runner.memory_info().rss / MB
         for child in runner.children(recursive=True):
-            name = node_name(child)
             with contextlib.suppress(psutil.Error):
+                name = node_name(child.cmdline())
                 if name:
                     rss[name] = child.memory_info().rss / MB
     return rss

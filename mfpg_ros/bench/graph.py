@@ -1,26 +1,68 @@
 """`mfpg bench graph`: wall time per MF iteration through the node graph (separate processes over DDS, started by
-`mfpg train`) vs the in-process trainer, same config and budget, measured side by side in one run."""
+`mfpg train`) vs the in-process trainer, same config and budget, measured side by side in one run. Also the CPU
+each node used per iteration (sampled from /proc while the graph runs) against the in-process trainer's: on a
+machine with few cores the graph's iteration time is bounded by its total CPU divided by the cores."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import psutil
 
 from mfpg_ros.core.config import load_config
 from mfpg_ros.graph import share_file
+from mfpg_ros.node_process import node_name
 from mfpg_ros.trainer import Trainer
 
 
-def graph_iteration_seconds(iterations: int, sets: list[str], run_dir: Path) -> list[float]:
+def node_cpu_seconds(runner: psutil.Process) -> dict[str, float]:
+    """User + system CPU seconds so far of each node process under the runner."""
+    cpu = {}
+    for child in runner.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            name = node_name(child.cmdline())
+            if name:
+                times = child.cpu_times()
+                cpu[name] = times.user + times.system
+    return cpu
+
+
+def completed_iterations(metrics_csv: Path) -> int:
+    with contextlib.suppress(OSError), open(metrics_csv) as f:
+        return max(0, sum(1 for _ in f) - 1)
+    return 0
+
+
+def run_graph(iterations: int, sets: list[str], run_dir: Path, skip: int) -> tuple[list[float], dict[str, float]]:
+    """`mfpg train` for `iterations`: each iteration's wall time, and each node's CPU seconds per iteration
+    between the end of iteration `skip` and the last iteration seen while every node was still up."""
     cmd = [sys.executable, '-m', 'mfpg_ros.cli', 'train', '--run-dir', str(run_dir), '--iterations', str(iterations),
            '--target-return', 'nan', *sum((['--set', s] for s in sets), [])]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    runner, first, last = psutil.Process(proc.pid), None, None
+    while proc.poll() is None:
+        done = completed_iterations(run_dir / 'metrics.csv')
+        if skip <= done < iterations and (last is None or done > last[0]):
+            last = (done, node_cpu_seconds(runner))
+            first = first or last
+        time.sleep(0.02)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
     with open(run_dir / 'metrics.csv') as f:
-        return [float(row['iteration_seconds']) for row in csv.DictReader(f)]
+        seconds = [float(row['iteration_seconds']) for row in csv.DictReader(f)]
+    if first is None or last[0] == first[0]:
+        return seconds, {}
+    per_iteration = {name: (last[1][name] - first[1][name]) / (last[0] - first[0])
+                     for name in first[1] if name in last[1]}
+    return seconds, per_iteration
 
 
 def main(argv=None) -> int:
@@ -33,14 +75,19 @@ def main(argv=None) -> int:
     cfg = load_config(share_file('config', 'train.yaml'), iterations=args.iterations, target_return=None,
                       eval_every=0, **{k: float(v) if '.' in v else int(v) for k, v in overrides.items()})
 
-    def run_in_process() -> list[float]:
-        return [m['iteration_seconds'] for m in Trainer(cfg).run()][skip:]
+    def run_in_process() -> tuple[list[float], float]:
+        """Iteration wall times past the warm-up, and CPU seconds per iteration over them."""
+        marks = []  # (wall seconds of the iteration, process CPU seconds at its end)
+        Trainer(cfg).run(on_metrics=lambda m: marks.append((m['iteration_seconds'], time.process_time())))
+        seconds, cpu = zip(*marks)
+        return list(seconds[skip:]), (cpu[-1] - cpu[skip - 1]) / (len(cpu) - skip)
     # The reference runs before and after the graph: a shared machine's speed drifts, and both halves see it.
-    before = run_in_process()
+    before, cpu_before = run_in_process()
     with tempfile.TemporaryDirectory() as tmp:
-        through_graph = graph_iteration_seconds(args.iterations, args.set, Path(tmp) / 'run')[skip:]
-    after = run_in_process()
-    in_process = before + after
+        through_graph, node_cpu = run_graph(args.iterations, args.set, Path(tmp) / 'run', skip)
+        through_graph = through_graph[skip:]
+    after, cpu_after = run_in_process()
+    in_process, in_process_cpu = before + after, (cpu_before + cpu_after) / 2
     print(f'in-process trainer before / after the graph: {statistics.median(before) * 1e3:.0f} / '
           f'{statistics.median(after) * 1e3:.0f} ms/iteration')
     g, p = statistics.median(through_graph), statistics.median(in_process)
@@ -48,5 +95,10 @@ def main(argv=None) -> int:
           f'pool steps per iteration, median over {len(in_process)} iterations')
     print(f'node graph (separate processes over DDS, recording its bag as `mfpg train` does): {g * 1e3:.0f} '
           f'ms/iteration; in-process trainer: {p * 1e3:.0f} ms/iteration')
+    if node_cpu:
+        total, cores = sum(node_cpu.values()), os.cpu_count()
+        print('CPU per iteration: ' + ', '.join(f'{name} {sec * 1e3:.0f} ms' for name, sec in sorted(node_cpu.items()))
+              + f'; graph total {total * 1e3:.0f} ms on {cores} cores (at least {total / cores * 1e3:.0f} ms of wall '
+              f'time), in-process trainer {in_process_cpu * 1e3:.0f} ms')
     print(f'graph_vs_inprocess_iteration_time: {g / p:.2f}')
     return 0
