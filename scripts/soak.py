@@ -94,7 +94,7 @@ def main() -> int:
     env.setdefault('AMENT_PREFIX_PATH', sys.prefix)
     domain = contextlib.ExitStack()
     if 'ROS_DOMAIN_ID' not in env:  # a domain of our own, as the tests and benchmarks take
-        from mfpg_ros.bench.fuzz import reserve_domain
+        from mfpg_ros.bench.harness import reserve_domain
         env['ROS_DOMAIN_ID'] = str(reserve_domain(domain))
     shm_before = shm_files()
     cmd = [str(mfpg), 'train', '--run-dir', run_dir, '--iterations', '1000000', '--target-return', 'nan',

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from mfpg_ros import graph
+from mfpg_ros.bench.harness import reserve_domain
 from mfpg_ros.bench.malformed import PayloadFactory, byte_cases, float_cases, joint_state_cases
 from mfpg_ros.core.config import load_config
 from mfpg_ros.node_process import NodeProcess, stop_all
@@ -307,12 +308,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f'fuzz_crashes: {len(deaths)}')
     return 1 if deaths or miscounts or len(results) < TOPIC_COUNT else 0
 
-
-def reserve_domain(stack: contextlib.ExitStack) -> int:
-    """A ROS domain of our own (domain_coordinator, as the tests use), else ROS_DOMAIN_ID or 0. Entered on an
-    ExitStack that is closed without the body's exception: domain_coordinator swallows OSErrors thrown into it."""
-    try:
-        import domain_coordinator
-    except ImportError:
-        return int(os.environ.get('ROS_DOMAIN_ID', '0') or 0)
-    return int(stack.enter_context(domain_coordinator.domain_id()))

@@ -22,7 +22,7 @@ import psutil
 import torch
 
 from mfpg_ros import graph
-from mfpg_ros.bench.fuzz import reserve_domain
+from mfpg_ros.bench.harness import reserve_domain
 from mfpg_ros.core.codec import split_episodes
 from mfpg_ros.core.config import load_config
 from mfpg_ros.node_process import NodeProcess, stop_all
