@@ -70,8 +70,7 @@ class PolicyServer(LifecycleNode):
         self.create_subscription(Bool, 'estop', self.on_estop, CONTROL)
         self.create_subscription(Bool, IDLE, self.on_idle, CONTROL, **QUIET_SUB)  # volatile: any publisher
         self.create_service(Trigger, 'estop_reset', self.on_estop_reset)
-        period = max(p["watchdog_timeout_s"] / 10, 0.002)  # reaction within timeout + one check period
-        steady_timer(self, period, self.watchdog)  # the steady clock (see the docstring)
+        self.watchdog_timer = steady_timer(self, p['watchdog_timeout_s'], self.watchdog)  # see watchdog()
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -133,14 +132,30 @@ class PolicyServer(LifecycleNode):
         self.actions += 1
 
     def watchdog(self) -> None:
+        """Runs at the deadline of the newest observation (last one + timeout): trips if none came since, else
+        sleeps until the new deadline. So it wakes about once a timeout while observations flow (a fixed-rate check
+        cost a callback every few control periods) and reacts at the timeout, not up to a check period later.
+        Disarmed, it looks once a timeout."""
+        timeout = self.params['watchdog_timeout_s']
         if not self.active or self.stale or self.idle or self.last_obs_time is None:
+            self.watchdog_in(timeout)
             return
-        if time.monotonic() - self.last_obs_time > self.params['watchdog_timeout_s']:
+        remaining = self.last_obs_time + timeout - time.monotonic()
+        if remaining > 0:
+            self.watchdog_in(max(remaining, 1e-4))
+        else:
             self.stale = True
             self.watchdog_trips += 1
             self.send(self.gate.fallback())
-            self.get_logger().error(f'no observation for {self.params["watchdog_timeout_s"] * 1e3:.0f} ms: '
+            self.get_logger().error(f'no observation for {timeout * 1e3:.0f} ms: '
                                     f'{self.params["safe_command"]} command sent', throttle_duration_sec=1.0)
+
+    def watchdog_in(self, seconds: float) -> None:
+        """The watchdog's next run: `seconds` from now (period changed and restarted only when it differs)."""
+        ns = round(seconds * 1e9)
+        if self.watchdog_timer.timer_period_ns != ns:
+            self.watchdog_timer.timer_period_ns = ns
+            self.watchdog_timer.reset()
 
     def send(self, command: np.ndarray) -> None:
         """Publish a command given in action units as joint efforts (N or N m), as ros2_control expects."""
