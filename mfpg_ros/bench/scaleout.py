@@ -84,7 +84,7 @@ class LofiSetup:
         from std_msgs.msg import UInt8MultiArray
 
         from mfpg_ros.nodes.common import LATCHED, LOFI_EPISODES, WEIGHTS
-        self.probe, self.workers, self.nthread = probe, workers, nthread
+        self.probe, self.workers = probe, workers
         specs = lofi_specs(workers, nthread, overrides)
         self.procs = [NodeProcess(s.name, [find_executable(s.executable, env), *s.ros_args()], env,
                                   log_dir / f'{workers}_{s.name}.log').start() for s in specs]
