@@ -21,7 +21,7 @@ from mfpg_ros.bagfile import BYTES_TYPE, read_config, read_messages
 from mfpg_ros.core.bookkeeping import IterationAssembler
 from mfpg_ros.core.codec import CodecError, Weights, decode_episodes, decode_weights, load_into
 from mfpg_ros.core.config import TrainConfig, load_config
-from mfpg_ros.core.episode import HIFI, Episode
+from mfpg_ros.core.episode import Episode
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
 from mfpg_ros.sim.tasks import make_task
 
@@ -56,9 +56,9 @@ def load_recording(bag: str | Path, contract=None, key: bytes | None = None) -> 
                 weights = decode_weights(msg.payload(), contract=contract, key=key)
                 rec.weights.setdefault(weights.version, weights)
             elif _suffix(msg.topic, HIFI_EPISODES) or _suffix(msg.topic, LOFI_EPISODES):
-                for episode in decode_episodes(msg.payload(), contract=contract, key=key):
-                    if (episode.fidelity == HIFI) == _suffix(msg.topic, HIFI_EPISODES):  # the learner's topic check
-                        rec.episodes[episode.policy_version].append(episode)
+                for episode in decode_episodes(msg.payload(), contract=contract, key=key,  # as the learner does
+                                               hifi_stream=_suffix(msg.topic, HIFI_EPISODES)):
+                    rec.episodes[episode.policy_version].append(episode)
         except CodecError:
             rec.undecodable += 1
     return rec

@@ -14,7 +14,7 @@ from mfpg_ros.core.codec import (
     TooLargeError, VersionError, build_model, decode_episode, decode_weights, encode_episode, encode_weights,
     load_into)
 from mfpg_ros.core.contract import Contract
-from mfpg_ros.core.episode import LOFI_PAIRED, Episode
+from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, Episode
 from mfpg_ros.core.policy import ActorCritic
 
 torch.set_num_threads(1)
@@ -384,6 +384,16 @@ BATCH_CASES = {
     'too large': (lambda: codec.decode_episodes(BATCH_BYTES, max_bytes=len(BATCH_BYTES) - 1), TooLargeError,
                   'limit'),
 }
+
+
+def test_stream_check_rejects_an_episode_of_the_other_fidelity():
+    assert len(codec.decode_episodes(BATCH_BYTES, key=KEY, hifi_stream=False)) == len(BATCH)  # LF on the LF stream
+    with pytest.raises(MalformedError, match='episode 0 of a batch of 4: lofi_paired segment on the high-fidelity'):
+        codec.decode_episodes(BATCH_BYTES, key=KEY, hifi_stream=True)
+    hifi = codec.encode_episode(make_episode(fidelity=HIFI, pair_of=''))
+    assert decode_episode(hifi, hifi_stream=True).fidelity == HIFI
+    with pytest.raises(MalformedError, match='hifi segment on the low-fidelity stream'):
+        decode_episode(hifi, hifi_stream=False)
 
 
 @pytest.mark.parametrize('case', BATCH_CASES)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mfpg_ros.core.contract import Contract
-from mfpg_ros.core.episode import FIDELITIES, Episode
+from mfpg_ros.core.episode import FIDELITIES, HIFI, Episode
 from mfpg_ros.core.policy import ActorCritic
 
 EPISODE_FORMAT, WEIGHTS_FORMAT = 'mfpg_episode', 'mfpg_weights'
@@ -423,8 +423,9 @@ def encode_episode(ep: Episode, key: bytes | None = None) -> bytes:
 
 
 def decode_episode(data, *, contract: Contract | None = None, key: bytes | None = None,
-                   max_bytes: int = DEFAULT_MAX_EPISODE_BYTES) -> Episode:
-    """Bytes -> Episode, fully validated; raises a CodecError subclass naming the problem."""
+                   max_bytes: int = DEFAULT_MAX_EPISODE_BYTES, hifi_stream: bool | None = None) -> Episode:
+    """Bytes -> Episode, fully validated; raises a CodecError subclass naming the problem. hifi_stream: read from
+    the high-fidelity stream (True: the episode must be HF) or a low-fidelity one (False: it must not be)."""
     tensors, meta = _unpack(data, max_bytes, EPISODE_FORMAT, key)
     for name, tag in _EPISODE_DTYPES.items():
         if name not in tensors:
@@ -458,6 +459,8 @@ def decode_episode(data, *, contract: Contract | None = None, key: bytes | None 
         extras=extras)
     _check_contract(ep.contract, contract)
     _check_episode(ep)
+    if hifi_stream is not None and (fidelity == HIFI) != hifi_stream:
+        raise MalformedError(f'{fidelity} segment on the {"high" if hifi_stream else "low"}-fidelity stream')
     return ep
 
 
@@ -509,13 +512,15 @@ def split_episodes(data, max_bytes: int = DEFAULT_MAX_EPISODE_BYTES) -> list[mem
 
 
 def decode_episodes(data, *, contract: Contract | None = None, key: bytes | None = None,
-                    max_bytes: int = DEFAULT_MAX_EPISODE_BYTES) -> list[Episode]:
-    """Bytes of one episode or of a batch -> its episodes, each fully validated; any error rejects the message."""
+                    max_bytes: int = DEFAULT_MAX_EPISODE_BYTES, hifi_stream: bool | None = None) -> list[Episode]:
+    """Bytes of one episode or of a batch -> its episodes, each fully validated (as by decode_episode); any error
+    rejects the message."""
     parts = split_episodes(data, max_bytes)
     episodes = []
     for i, part in enumerate(parts):
         try:
-            episodes.append(decode_episode(part, contract=contract, key=key, max_bytes=max_bytes))
+            episodes.append(decode_episode(part, contract=contract, key=key, max_bytes=max_bytes,
+                                           hifi_stream=hifi_stream))
         except CodecError as err:
             if len(parts) == 1:
                 raise

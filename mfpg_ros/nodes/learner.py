@@ -18,7 +18,6 @@ from std_msgs.msg import Float64, String, UInt8MultiArray
 from mfpg_ros.core.bookkeeping import EpisodeReturns, IterationAssembler
 from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episodes, encode_weights
-from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LATCHED, LOFI_EPISODES, METRICS, QUIET_PUB, \
     QUIET_SUB, WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
@@ -89,10 +88,8 @@ class LearnerNode(Node):
 
     def on_episode(self, msg: UInt8MultiArray, topic: str) -> None:
         try:
-            episodes = decode_episodes(msg_bytes(msg), contract=self.contract, key=self.key)
-            for episode in episodes:
-                if (episode.fidelity == HIFI) != (topic == HIFI_EPISODES):
-                    raise CodecError(f'{episode.fidelity} segment on {topic}')
+            episodes = decode_episodes(msg_bytes(msg), contract=self.contract, key=self.key,
+                                       hifi_stream=topic == HIFI_EPISODES)
         except CodecError as err:
             self.rejections(topic, err)
             return

@@ -9,7 +9,7 @@ from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
 from mfpg_ros.core.codec import CodecError, build_model, decode_episode, encode_batches, encode_episode
-from mfpg_ros.core.episode import HIFI, LOFI_POOL
+from mfpg_ros.core.episode import LOFI_POOL
 from mfpg_ros.core.learners import needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, LATCHED, LOFI_EPISODES, QUIET_PUB, QUIET_SUB, \
@@ -69,9 +69,7 @@ class LofiSim(Node):
 
     def on_hifi_episode(self, msg: UInt8MultiArray) -> None:
         try:
-            segment = decode_episode(msg_bytes(msg), contract=self.contract, key=self.key)
-            if segment.fidelity != HIFI:
-                raise CodecError(f'expected a {HIFI} segment, got {segment.fidelity}')
+            segment = decode_episode(msg_bytes(msg), contract=self.contract, key=self.key, hifi_stream=True)
         except CodecError as err:
             self.rejections(HIFI_EPISODES, err)
             return

@@ -17,8 +17,8 @@ rewind_clock_on_reset is set: then a reset rewinds the clock to 0 like a Gazebo 
 from __future__ import annotations
 
 import numpy as np
-from rclpy.node import Node
 from builtin_interfaces.msg import Time
+from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
