@@ -162,3 +162,29 @@ def test_evaluate_is_deterministic_and_bounded():
     again = Engine(task, 1, seed=4).evaluate(policy, 6)
     assert returns.shape == (6,) and (returns == again).all()
     assert ((returns >= 1) & (returns <= task.max_episode_steps)).all()
+
+
+def test_throughput_physics_limit_is_the_engines_own_physics(capsys):
+    """The benchmark's physics limit replays the engine's recorded states and controls open loop: one control
+    period from each recorded state lands on the engine's next state for every env not reset in between."""
+    import mujoco
+
+    from mfpg_ros.bench import throughput
+    task = make_task('Hopper-v5')
+    policy = random_policy(task)
+    initial, warmstart, control = throughput.record_workload(task, policy, 4, seed=0, nthread=1, warmup=5, steps=30)
+    assert initial.shape[0] == control.shape[0] == 4 * 30 and control.shape[1] == task.frame_skip
+    state, _ = mujoco.rollout.rollout(task.model, mujoco.MjData(task.model), initial, control,
+                                      nstep=task.frame_skip, initial_warmstart=warmstart)
+    nq, nv = task.model.nq, task.model.nv
+    after = state[:-4, -1, 1:1 + nq + nv]  # rows of step t, env order; the next step's start is 4 rows on
+    next_start = initial[4:, 1:1 + nq + nv]
+    continued = initial[4:, 0] > 0  # a reset row starts again at time 0
+    assert continued.mean() > 0.5
+    np.testing.assert_array_equal(after[continued], next_start[continued])
+
+    assert throughput.main(['--task', 'InvertedPendulum-v5', '--envs', '2', '--large-envs', '3', '--steps', '20',
+                            '--rounds', '2']) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith('lofi_engine_vs_physics_limit: ') and lines[-1].startswith('lofi_engine_vs_gymnasium: ')
+    assert all(float(line.split(': ')[1]) > 0 for line in lines[-2:])

@@ -3,13 +3,15 @@
 All three use a random-init 64-64 tanh Gaussian policy with batched inference and the same task physics (frame
 skip, observation, reward, termination). The physics limit replays the engine's own per-step states and
 controls open loop through mujoco.rollout with the same thread count, so it is exactly the engine's physics
-work without anything between control steps. Measurements are interleaved and the best of --repeats is kept,
-which makes the ratios robust to other processes sharing the machine.
+work without anything between control steps. The figures are timed in rounds, each timing every loop once in
+turn; a ratio is the median over rounds of the ratio within a round, so drift in the machine's speed (a shared
+VM's vCPUs swing by 1.5x within seconds) hits both sides of a ratio alike.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import mujoco
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--envs', type=int, default=9, help='engine and gym batch (the authors\' LF pool: 9)')
     parser.add_argument('--large-envs', type=int, default=64, help='a larger engine batch (0: skip)')
     parser.add_argument('--steps', type=int, default=1000, help='control steps per env per timed run')
-    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--rounds', type=int, default=10, help='timing rounds (each times every loop once)')
     parser.add_argument('--nthread', type=int, default=2)
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
@@ -106,29 +108,41 @@ def main(argv: list[str] | None = None) -> int:
     import gymnasium
     envs = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make(args.task) for _ in range(args.envs)])
 
-    best: dict[str, float] = {}
-    for repeat in range(args.repeats):  # interleaved, so background load hits every figure alike
+    rates: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
         for n, steps in configs:
-            best[f'engine{n}'] = max(best.get(f'engine{n}', 0.0), engine_rate(engines[n], policy, steps))
-            best[f'physics{n}'] = max(best.get(f'physics{n}', 0.0), physics_rate(task, roller, datas, workloads[n]))
-        best['gym'] = max(best.get('gym', 0.0), gym_rate(envs, model, task.action_low, task.action_high,
-                                                          args.steps, args.seed + repeat))
+            rates.setdefault(f'engine{n}', []).append(engine_rate(engines[n], policy, steps))
+            rates.setdefault(f'physics{n}', []).append(physics_rate(task, roller, datas, workloads[n]))
+        rates.setdefault('gym', []).append(gym_rate(envs, model, task.action_low, task.action_high, args.steps,
+                                                    args.seed + len(rates.get('gym', []))))
     envs.close()
     roller.close()
 
+    def ratio(a: str, b: str) -> tuple[float, float, float]:
+        """median and quartiles over rounds of rates[a] / rates[b] within a round"""
+        r = [x / y for x, y in zip(rates[a], rates[b])]
+        q1, _, q3 = statistics.quantiles(r, n=4) if len(r) > 1 else (r[0], r[0], r[0])
+        return statistics.median(r), q1, q3
+
+    def spread(a: str, b: str) -> str:
+        m, q1, q3 = ratio(a, b)
+        return f'{m:.2f} (quartiles {q1:.2f}-{q3:.2f})'
+
     print(f'task {args.task}: frame_skip {task.frame_skip}, nthread {args.nthread}, policy 64-64 tanh (random init), '
-          f'{args.envs * args.steps} env steps per timed run, best of {args.repeats}, {os.cpu_count()} CPUs')
+          f'{args.envs * args.steps} env steps per timed run, {args.rounds} rounds, {os.cpu_count()} CPUs')
     for n, steps in configs:
-        engine, physics = best[f'engine{n}'], best[f'physics{n}']
+        engine, physics = statistics.median(rates[f'engine{n}']), statistics.median(rates[f'physics{n}'])
         print(f'engine n_envs={n} x {steps} steps: {engine:.0f} env-steps/s; physics limit of the same workload '
               f'(mujoco.rollout nthread={args.nthread}, the engine\'s own states and controls, open loop): '
-              f'{physics:.0f} env-steps/s = {physics * task.frame_skip:.0f} mj_step/s; ratio {engine / physics:.2f}')
-    print(f'gymnasium SyncVectorEnv n={args.envs} + batched torch policy: {best["gym"]:.0f} env-steps/s; '
-          f'engine n_envs={args.envs} vs it: {best[f"engine{args.envs}"] / best["gym"]:.2f}')
-    n = max((n for n, _ in configs), key=lambda n: best[f'engine{n}'])
-    print(f'lofi_engine (fastest configuration, n_envs={n}): {best[f"engine{n}"]:.0f} env-steps/s')
-    print(f'lofi_engine_vs_physics_limit: {best[f"engine{n}"] / best[f"physics{n}"]:.2f}')
-    print(f'lofi_engine_vs_gymnasium: {best[f"engine{n}"] / best["gym"]:.2f}')
+              f'{physics:.0f} env-steps/s = {physics * task.frame_skip:.0f} mj_step/s; ratio '
+              f'{spread(f"engine{n}", f"physics{n}")}')
+    print(f'gymnasium SyncVectorEnv n={args.envs} + batched torch policy: {statistics.median(rates["gym"]):.0f} '
+          f'env-steps/s; engine n_envs={args.envs} vs it: {spread(f"engine{args.envs}", "gym")}')
+    n = max((n for n, _ in configs), key=lambda n: statistics.median(rates[f'engine{n}']))
+    print(f'lofi_engine (fastest configuration, n_envs={n}): {statistics.median(rates[f"engine{n}"]):.0f} '
+          'env-steps/s (medians over rounds; ratios below are medians of within-round ratios)')
+    print(f'lofi_engine_vs_physics_limit: {ratio(f"engine{n}", f"physics{n}")[0]:.2f}')
+    print(f'lofi_engine_vs_gymnasium: {ratio(f"engine{n}", "gym")[0]:.2f}')
     return 0
 
 
