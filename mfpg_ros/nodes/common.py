@@ -11,12 +11,13 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import UInt8MultiArray
 
 from mfpg_ros.core.codec import CodecError, decode_weights
+from mfpg_ros.nodes.lean_executor import LeanExecutor
 
 # Every name is relative, so a namespace runs a second robot beside the first.
 WEIGHTS = 'policy/weights'
@@ -140,13 +141,18 @@ def signing_key(node: Node) -> bytes | None:
     return env.encode() if env else None
 
 
-def run(node_factory: Callable[[], Node], args=None) -> None:
-    """Standard node main: init, spin until Ctrl-C or shutdown, clean up."""
+def run(node_factory: Callable[[], Node], args=None, executor_class: type[Executor] = LeanExecutor) -> None:
+    """Standard node main: init, spin until Ctrl-C or shutdown, clean up. A node with async callbacks needs
+    rclpy's own executor (executor_class=SingleThreadedExecutor); MFPG_EXECUTOR=rclpy selects it for every node."""
+    if os.environ.get('MFPG_EXECUTOR', 'lean') == 'rclpy':
+        executor_class = SingleThreadedExecutor
     rclpy.init(args=sys.argv if args is None else args)
     node = None
     try:
         node = node_factory()
-        rclpy.spin(node)
+        executor = executor_class()
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:  # noqa: BLE001 - a callback racing Ctrl-C fails on the dead context: that is a clean stop

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -33,4 +34,4 @@ class GazeboReset(Node):
 
 
 def main(args=None):
-    run(GazeboReset, args)
+    run(GazeboReset, args, executor_class=SingleThreadedExecutor)  # on_reset awaits a service call
