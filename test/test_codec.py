@@ -1,5 +1,6 @@
 """Wire codec: round trips, one exception type per kind of bad input, signing, and a fuzz loop."""
 import array
+import dataclasses
 import re
 import struct
 
@@ -350,12 +351,32 @@ def test_fuzz_never_raises_anything_but_codec_error():
 
 
 # ---------------------------------------------------------------- episode batches (one message, many episodes)
-BATCH = [make_episode(steps=3 + i, seed=i) for i in range(4)]
+def make_pool_episode(steps, seed, **overrides) -> Episode:
+    """What a simulator's pool holds: scalar extras only."""
+    return make_episode(steps=steps, seed=seed, extras={'env': float(seed), 'unstable': seed % 2 == 1}, **overrides)
+
+
+BATCH = [make_pool_episode(3 + i, i, terminated=i % 2 == 0, truncated=i % 2 == 1, aborted=i == 3, start_step=i)
+         for i in range(4)]  # seeds 2**63 + 5: beyond int64, as a u64 column
 BATCH_BYTES = codec.encode_episodes(BATCH, key=KEY)
 
 
-def _frame(count, sizes, body=b'') -> bytes:
-    return codec.BATCH_MAGIC + struct.pack(f'<I{len(sizes)}Q', count, *sizes) + body
+def edited_batch(tensors_edit=None, meta_edit=None, key=KEY) -> bytes:
+    """BATCH_BYTES with its tensors or metadata edited, then packed and signed like a real batch."""
+    tensors, meta = codec._unpack(BATCH_BYTES, 1 << 30, codec.EPISODE_BATCH_FORMAT, KEY)
+    arrays = {name: np.array(a) for name, (_, a) in tensors.items()}
+    meta = {k: v for k, v in meta.items() if k not in ('sha256', 'signature')}
+    if tensors_edit:
+        tensors_edit(arrays)
+    if meta_edit:
+        meta_edit(meta)
+    return codec._pack(arrays, meta, key)
+
+
+def _poison_row(name, row):
+    def edit(arrays):
+        arrays[name][row] = np.nan
+    return edit
 
 
 def test_batch_round_trip_and_single_episodes_still_decode():
@@ -364,23 +385,49 @@ def test_batch_round_trip_and_single_episodes_still_decode():
     for sent, got in zip(BATCH, decoded):
         assert_episodes_equal(sent, got)
     assert [e.episode_id for e in codec.decode_episodes(SIGNED_EPISODE, key=KEY)] == [EPISODE.episode_id]
-    parts = codec.split_episodes(BATCH_BYTES)  # every part is a complete, individually signed episode
-    assert_episodes_equal(BATCH[2], decode_episode(parts[2], contract=CONTRACT, key=KEY))
+    with pytest.raises(MalformedError, match="wrong format tag 'mfpg_episode_batch'"):
+        decode_episode(BATCH_BYTES, key=KEY)  # a single-episode reader refuses a batch
 
 
+def test_batch_is_far_smaller_than_framing_its_episodes():
+    episodes = [make_pool_episode(20, i) for i in range(200)]
+    assert len(codec.encode_episodes(episodes)) < 0.6 * sum(len(encode_episode(e)) for e in episodes)
+
+
+STEPS = sum(len(e) for e in BATCH)  # rows 0..2 are episode 0, 3..6 episode 1, 7..11 episode 2, 12..17 episode 3
 BATCH_CASES = {
     'empty batch to encode': (lambda: codec.encode_episodes([]), MalformedError, '1 to'),
-    'shorter than header': (lambda: codec.decode_episodes(codec.BATCH_MAGIC + b'\x01'), MalformedError,
-                            'shorter than its header'),
-    'zero episodes': (lambda: codec.decode_episodes(_frame(0, [])), MalformedError, 'declares 0 episodes'),
-    'count beyond sizes': (lambda: codec.decode_episodes(_frame(3, [8])), MalformedError, 'declares 3 episodes'),
-    'sizes vs length': (lambda: codec.decode_episodes(_frame(1, [len(EPISODE_BYTES) + 1], EPISODE_BYTES)),
-                        MalformedError, 'add up to'),
-    'bad member names its index': (lambda: codec.decode_episodes(
-        _frame(2, [len(EPISODE_BYTES), len(SIGNED_EPISODE)], EPISODE_BYTES + SIGNED_EPISODE), key=KEY),
-        SignatureError, 'episode 0 of a batch of 2: '),
-    'member of another contract': (lambda: codec.decode_episodes(BATCH_BYTES, contract=Contract(**{
-        **CONTRACT.__dict__, 'nq': 5})), ContractError, 'episode 0 of a batch of 4: '),
+    'array extras to encode': (lambda: codec.encode_episodes([EPISODE]), MalformedError, 'send it alone'),
+    'mixed versions to encode': (lambda: codec.encode_episodes([BATCH[0], make_pool_episode(3, 9, policy_version=8)]),
+                                 MalformedError, 'episode 1 of a batch differs'),
+    'nan to encode names the tensor': (lambda: codec.encode_episodes([make_pool_episode(
+        3, 0, rewards=np.array([0.0, np.nan, 1.0]))]), NonFiniteError, 'rewards'),
+    'negative seed to encode': (lambda: codec.encode_episodes([dataclasses.replace(BATCH[0], seed=-1)]),
+                                MalformedError, '2**64'),
+    'lengths vs steps': (lambda: codec.decode_episodes(edited_batch(lambda a: a['lengths'].__setitem__(0, 4)),
+                                                       key=KEY), ShapeError, f'expected ({STEPS + 1}, 5)'),
+    'empty member': (lambda: codec.decode_episodes(edited_batch(lambda a: a['lengths'].__setitem__(
+        slice(0, 2), [0, 7])), key=KEY), ShapeError, 'episode 0 of a batch of 4 is empty'),
+    'no members': (lambda: codec.decode_episodes(edited_batch(lambda a: a.update(
+        {k: v[:0] for k, v in a.items()})), key=KEY), ShapeError, 'expected (N,) with N in 1..'),
+    'nan names its episode': (lambda: codec.decode_episodes(edited_batch(_poison_row('obs', 7)), key=KEY),
+                              NonFiniteError, 'episode 2 of a batch of 4: obs'),
+    'nan s0 names its episode': (lambda: codec.decode_episodes(edited_batch(_poison_row('qvel0', 3)), key=KEY),
+                                 NonFiniteError, 'episode 3 of a batch of 4: qvel0'),
+    'flags not 0/1': (lambda: codec.decode_episodes(edited_batch(lambda a: a['flags'].__setitem__((1, 2), 5)),
+                                                    key=KEY), MalformedError, 'flags must be 0 or 1'),
+    'negative start_step': (lambda: codec.decode_episodes(edited_batch(lambda a: a['start_step'].__setitem__(
+        2, -1)), key=KEY), MalformedError, 'episode 2 of a batch of 4: negative start_step'),
+    'ids of another length': (lambda: codec.decode_episodes(edited_batch(meta_edit=lambda m: m.update(
+        episode_ids='["a"]')), key=KEY), MalformedError, "'episode_ids' must be a list of 4 entries"),
+    'extras not numbers': (lambda: codec.decode_episodes(edited_batch(meta_edit=lambda m: m.update(
+        extras='[{"a": "x"}, {}, {}, {}]')), key=KEY), MalformedError, 'numbers or booleans'),
+    'unexpected tensor': (lambda: codec.decode_episodes(edited_batch(lambda a: a.update(junk=np.zeros(2))),
+                                                        key=KEY), MalformedError, "unexpected tensor 'junk'"),
+    'unsigned while keyed': (lambda: codec.decode_episodes(edited_batch(key=None), key=KEY), SignatureError,
+                             'unsigned'),
+    'another contract': (lambda: codec.decode_episodes(BATCH_BYTES, key=KEY, contract=Contract(**{
+        **CONTRACT.__dict__, 'nq': 5})), ContractError, 'nq'),
     'too large': (lambda: codec.decode_episodes(BATCH_BYTES, max_bytes=len(BATCH_BYTES) - 1), TooLargeError,
                   'limit'),
 }
@@ -388,7 +435,7 @@ BATCH_CASES = {
 
 def test_stream_check_rejects_an_episode_of_the_other_fidelity():
     assert len(codec.decode_episodes(BATCH_BYTES, key=KEY, hifi_stream=False)) == len(BATCH)  # LF on the LF stream
-    with pytest.raises(MalformedError, match='episode 0 of a batch of 4: lofi_paired segment on the high-fidelity'):
+    with pytest.raises(MalformedError, match='lofi_paired segment on the high-fidelity'):
         codec.decode_episodes(BATCH_BYTES, key=KEY, hifi_stream=True)
     hifi = codec.encode_episode(make_episode(fidelity=HIFI, pair_of=''))
     assert decode_episode(hifi, hifi_stream=True).fidelity == HIFI
@@ -409,7 +456,7 @@ def test_batch_fuzz_never_raises_anything_but_codec_error():
     for _ in range(1500):
         payload = bytearray(BATCH_BYTES)
         for _ in range(int(rng.integers(1, 4))):
-            where = int(rng.integers(len(payload) if rng.random() < 0.5 else 60))  # often inside the frame
+            where = int(rng.integers(len(payload) if rng.random() < 0.5 else 600))  # often inside the header
             payload[where] = int(rng.integers(256))
         if rng.random() < 0.3:
             payload = payload[:int(rng.integers(len(payload)))]
@@ -424,15 +471,18 @@ def test_batch_fuzz_never_raises_anything_but_codec_error():
 
 
 def test_encode_batches_cuts_near_the_target_size_and_keeps_the_order():
-    episodes = [make_episode(steps=5 + i % 7, seed=i) for i in range(40)]
-    one = len(encode_episode(episodes[0]))
-    batches = codec.encode_batches(episodes, target_bytes=6 * one)
-    assert 5 <= len(batches) < 40 and all(len(b) <= 6 * one + 8 * 7 + 12 for b in batches[:-1])
-    decoded = [e for b in batches for e in codec.decode_episodes(b, contract=CONTRACT)]
-    assert [e.episode_id for e in decoded] == [e.episode_id for e in episodes]
-    for sent, got in zip(episodes, decoded):
+    episodes = [make_pool_episode(5 + i % 7, i) for i in range(40)]
+    episodes[25] = make_pool_episode(6, 25, policy_version=8)  # another version: a batch of its own
+    one = sum(getattr(episodes[0], name).nbytes for name in ('obs', 'actions', 'eps', 'rewards', 'qpos0', 'qvel0'))
+    payloads = codec.encode_batches(episodes, target_bytes=6 * one)
+    assert 6 <= len(payloads) < 40
+    decoded = [codec.decode_episodes(p, contract=CONTRACT) for p in payloads]
+    assert [len(d) for d in decoded if d[0].policy_version == 8] == [1]
+    assert [e.episode_id for d in decoded for e in d] == [e.episode_id for e in episodes]
+    for sent, got in zip(episodes, [e for d in decoded for e in d]):
         assert_episodes_equal(sent, got)
-    big = make_episode(steps=400)
-    alone = codec.encode_batches([episodes[0], big, episodes[1]], target_bytes=2 * one)
-    assert [len(codec.split_episodes(b)) for b in alone] == [1, 1, 1]  # larger than the target: goes alone
+    big, with_arrays = make_pool_episode(400, 98), make_episode(steps=4, seed=99)
+    alone = codec.encode_batches([episodes[0], big, episodes[1], with_arrays, episodes[2]], target_bytes=2 * one)
+    assert [len(codec.decode_episodes(p)) for p in alone] == [1, 1, 1, 1, 1]  # too big / array extras: alone
+    assert decode_episode(alone[3]).extras.keys() == with_arrays.extras.keys()
     assert codec.encode_batches([]) == []

@@ -47,7 +47,7 @@ class PayloadFactory:
         self.model = ActorCritic(c.obs_dim, c.act_dim)
         policy = NumpyPolicy(self.model)
         self.hifi = Engine(self.task, 1, seed=seed, nthread=1).collect(policy, 40, stale_version, HIFI)
-        self.pool = Engine(self.task, 1, seed=seed + 1, nthread=1).collect(policy, 40, stale_version, LOFI_POOL)
+        self.pool = Engine(self.task, 3, seed=seed + 1, nthread=1).collect(policy, 40, stale_version, LOFI_POOL)
         other = make_task('InvertedPendulum-v5' if task_name != 'InvertedPendulum-v5' else 'cartpole')
         oc = other.contract
         self.other_episode = codec.encode_episode(
@@ -60,6 +60,10 @@ class PayloadFactory:
     def episode(self, fidelity: str = HIFI) -> bytes:
         segments = self.hifi if fidelity == HIFI else self.pool
         return codec.encode_episode(segments[self.rng.integers(len(segments))], key=self.key)
+
+    def batch(self) -> bytes:
+        """The LF pool as lofi_sim sends it: one batch payload."""
+        return codec.encode_episodes(self.pool, key=self.key)
 
     def weights(self, version: int) -> bytes:
         return codec.encode_weights(self.model, version=version, contract=self.task.contract, key=self.key)
@@ -163,6 +167,29 @@ EPISODE_EDITS = {  # kind: (tensor edit, metadata edit)
     'meta contract junk': (None, _set('contract', '{"task": 1}')),
 }
 
+
+def _poison_last(name, value):
+    def edit(d):
+        a = d[name].copy()
+        a.reshape(-1)[-1] = value
+        d[name] = a
+    return edit
+
+
+BATCH_EDITS = {  # a pool batch: the columns must agree with each other and every member must be sound
+    'batch lengths sum': (_apply('lengths', lambda a: a + (np.arange(len(a)) == 0)), None),
+    'batch empty member': (_apply('lengths', lambda a: np.concatenate([[0], a])), None),
+    'batch nan in last member': (_poison_last('obs', np.nan), None),
+    'batch flags not 0/1': (_apply('flags', lambda a: a + 2), None),
+    'batch negative start_step': (_apply('start_step', lambda a: a - 10 ** 6), None),
+    'batch ids short': (None, _set('episode_ids', '[]')),
+    'batch extras nan': (None, lambda m: m.update(extras=json.dumps([{'x': float('nan')}] * len(json.loads(
+        m['episode_ids']))))),
+    'batch negative version': (None, _set('policy_version', '-1')),
+    'batch hifi on lofi topic': (None, _set('fidelity', 'hifi')),
+}
+
+
 def _edit_arch(meta, **fields):
     meta['arch'] = json.dumps({**json.loads(meta['arch']), **fields})
 
@@ -202,9 +229,12 @@ def byte_cases(factory: PayloadFactory, topic_kind: str, n: int) -> list[Case]:
     if factory.key:  # without a key, signatures are not checked and metadata is unprotected
         makers['forged signature'] = lambda: factory.forged(valid(), fmt)
         makers['unsigned'] = lambda: factory.unsigned(valid(), fmt)
-    if topic_kind == 'lofi':  # lofi_sim sends its pool as one batch: a broken frame, or one broken member
-        makers['batch frame'] = lambda: codec.frame_episodes([valid(), valid()]) + b'\0'
-        makers['batch member'] = lambda: codec.frame_episodes([valid(), factory.bit_flipped(valid())])
+    if topic_kind == 'lofi':  # lofi_sim sends its pool in batches: broken ones, and one poisoned member
+        makers['batch bit flips'] = lambda: factory.bit_flipped(factory.batch())
+        makers['batch truncated'] = lambda: factory.truncated(factory.batch())
+        for kind, (tensors_edit, meta_edit) in BATCH_EDITS.items():
+            makers[kind] = (lambda te=tensors_edit, me=meta_edit:
+                            factory.repacked(factory.batch(), codec.EPISODE_BATCH_FORMAT, te, me))
     if not is_weights:  # a valid segment on the wrong topic
         makers['wrong topic'] = lambda: factory.episode(LOFI_POOL if topic_kind == 'hifi' else HIFI)
     for kind, (tensors_edit, meta_edit) in edits.items():

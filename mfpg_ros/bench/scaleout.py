@@ -26,7 +26,6 @@ import torch
 
 from mfpg_ros import graph
 from mfpg_ros.bench.harness import reserve_domain
-from mfpg_ros.core.codec import split_episodes
 from mfpg_ros.core.config import load_config
 from mfpg_ros.node_process import NodeProcess, stop_all
 from mfpg_ros.runner import child_env, find_executable
@@ -43,14 +42,11 @@ def cdr_payload(raw: bytes) -> bytes:
 
 def segment_info(payload: bytes) -> tuple[int, str, int]:
     """(policy version, fidelity, steps) of a message (one episode or a batch of one version) from its safetensors
-    headers only (cheap: the probe shares the cores with the workers it measures)."""
-    steps = 0
-    for part in split_episodes(payload):
-        (size,) = struct.unpack_from('<Q', part, 0)
-        header = json.loads(bytes(part[8:8 + size]))
-        meta = header['__metadata__']
-        steps += header['rewards']['shape'][0]
-    return int(meta['policy_version']), meta['fidelity'], steps
+    header only (cheap: the probe shares the cores with the workers it measures)."""
+    (size,) = struct.unpack_from('<Q', payload, 0)
+    header = json.loads(bytes(payload[8:8 + size]))
+    meta = header['__metadata__']
+    return int(meta['policy_version']), meta['fidelity'], header['rewards']['shape'][0]
 
 
 def drain_qos():

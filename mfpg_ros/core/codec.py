@@ -5,9 +5,12 @@ little-endian tensor data; no pickle), written and parsed here so that every fie
 Metadata `sha256` hashes the tensors (names, dtypes, shapes, data; independent of their order in the file);
 `signature` is HMAC-SHA256 over that hash plus the canonical metadata, present when a key is configured
 (without a key, metadata is protected only by the transport).
-A message may also carry a batch of episodes (a simulator's pool in a few messages instead of hundreds): the
-magic `MFPGEPB1`, a u32 count, count u64 sizes, then the episodes' safetensors bytes back to back, each complete
-(its own hash and signature). A batch is accepted or rejected as a whole.
+A message may also carry a batch of episodes (a simulator's pool in a few messages instead of hundreds): one
+safetensors payload of format `mfpg_episode_batch` for episodes of one contract, fidelity and policy version with
+numeric scalar extras. Per-step tensors are concatenated over the episodes in order; `lengths`, `start_step`,
+`seed` and `flags` (terminated, truncated, aborted) are columns, ids and extras JSON lists. It is checked as a
+whole (vectorised: encoding and decoding cost a few array operations, not a file per episode) and accepted or
+rejected as a whole.
 Decoding any bytes raises nothing but CodecError subclasses. Encoding runs the same checks, so a bad
 episode or weight set fails where it is made, not in the receiving process.
 """
@@ -29,13 +32,12 @@ from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.episode import FIDELITIES, HIFI, Episode
 from mfpg_ros.core.policy import ActorCritic
 
-EPISODE_FORMAT, WEIGHTS_FORMAT = 'mfpg_episode', 'mfpg_weights'
+EPISODE_FORMAT, EPISODE_BATCH_FORMAT, WEIGHTS_FORMAT = 'mfpg_episode', 'mfpg_episode_batch', 'mfpg_weights'
 FORMAT_VERSION = '1'
 SUPPORTED_FORMAT_VERSIONS = ('1',)
 DEFAULT_MAX_EPISODE_BYTES = 64 << 20
 DEFAULT_MAX_WEIGHTS_BYTES = 64 << 20
 MAX_HEADER_BYTES = 1 << 20
-BATCH_MAGIC = b'MFPGEPB1'
 MAX_BATCH_EPISODES = 1 << 16
 # Batches are cut at about this size: Fast DDS moves a message through shared memory only if it fits a segment
 # (512 KiB by default); a larger one goes over fragmented UDP (measured: one 725 kB message 10 ms, 3 x 250 kB 3 ms).
@@ -172,8 +174,10 @@ def _is_int(x) -> bool:
     return type(x) is int  # excludes bool
 
 
-def _unpack(data, max_bytes: int, fmt: str, key) -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, str]]:
-    """Parse and authenticate: returns {name: (dtype tag, read-only array)} and the metadata."""
+def _unpack(data, max_bytes: int, fmt: str | tuple[str, ...], key
+            ) -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, str]]:
+    """Parse and authenticate a payload of format fmt (or one of several): returns {name: (dtype tag, read-only
+    array)} and the metadata."""
     key = _key_bytes(key)
     buf = _as_buffer(data, max_bytes)
     if len(buf) < 8:
@@ -220,7 +224,7 @@ def _unpack(data, max_bytes: int, fmt: str, key) -> tuple[dict[str, tuple[str, n
         raise MalformedError(f'tensor data covers {end} bytes but the payload carries {data_len} '
                              '(truncated or padded)')
 
-    if _field(meta, 'format') != fmt:
+    if _field(meta, 'format') not in ((fmt,) if isinstance(fmt, str) else fmt):
         raise MalformedError(f'wrong format tag {meta["format"][:40]!r}, expected {fmt!r}')
     if _field(meta, 'format_version') not in SUPPORTED_FORMAT_VERSIONS:
         raise VersionError(f'unsupported format_version {meta["format_version"][:40]!r}, '
@@ -344,6 +348,8 @@ def _check_finite(name: str, a: np.ndarray) -> None:
 
 _EPISODE_DTYPES = {'obs': 'F32', 'actions': 'F32', 'eps': 'F64', 'rewards': 'F64', 'qpos0': 'F64', 'qvel0': 'F64'}
 _EXTRA_PREFIX = 'extras.'
+_STEP_TENSORS = ('obs', 'actions', 'eps', 'rewards')
+_BATCH_DTYPES = {**_EPISODE_DTYPES, 'lengths': 'I64', 'start_step': 'I64', 'seed': 'I64', 'flags': 'I32'}
 
 
 def _split_extras(extras: dict) -> tuple[dict, dict[str, np.ndarray]]:
@@ -374,7 +380,7 @@ def _split_extras(extras: dict) -> tuple[dict, dict[str, np.ndarray]]:
     return scalars, arrays
 
 
-def _check_episode(ep: Episode) -> None:
+def _check_episode(ep: Episode, finite: bool = True) -> None:
     if ep.fidelity not in FIDELITIES:
         raise MalformedError(f'unknown fidelity tag {str(ep.fidelity)[:40]!r}, expected one of {FIDELITIES}')
     _check_version(ep.policy_version, 'policy_version')
@@ -393,8 +399,9 @@ def _check_episode(ep: Episode) -> None:
         if got != shape:
             raise ShapeError(f'{name} has shape {got}, expected {shape} (T={steps} from rewards, '
                              f'obs_dim={c.obs_dim} act_dim={c.act_dim} nq={c.nq} nv={c.nv} from the contract)')
-    for name in _EPISODE_DTYPES:
-        _check_finite(name, getattr(ep, name))
+    if finite:
+        for name in _EPISODE_DTYPES:
+            _check_finite(name, getattr(ep, name))
 
 
 def _bool_text(flag) -> str:
@@ -427,21 +434,47 @@ def decode_episode(data, *, contract: Contract | None = None, key: bytes | None 
     """Bytes -> Episode, fully validated; raises a CodecError subclass naming the problem. hifi_stream: read from
     the high-fidelity stream (True: the episode must be HF) or a low-fidelity one (False: it must not be)."""
     tensors, meta = _unpack(data, max_bytes, EPISODE_FORMAT, key)
-    for name, tag in _EPISODE_DTYPES.items():
+    return _single_episode(tensors, meta, contract, hifi_stream)
+
+
+def decode_episodes(data, *, contract: Contract | None = None, key: bytes | None = None,
+                    max_bytes: int = DEFAULT_MAX_EPISODE_BYTES, hifi_stream: bool | None = None) -> list[Episode]:
+    """Bytes of one episode or of a batch -> its episodes, validated as by decode_episode; any error rejects the
+    whole message."""
+    tensors, meta = _unpack(data, max_bytes, (EPISODE_FORMAT, EPISODE_BATCH_FORMAT), key)
+    if meta['format'] == EPISODE_FORMAT:
+        return [_single_episode(tensors, meta, contract, hifi_stream)]
+    return _batch_episodes(tensors, meta, contract, hifi_stream)
+
+
+def _check_tensor_set(tensors: dict, dtypes: dict[str, str], allow_extras: bool) -> None:
+    for name, tag in dtypes.items():
         if name not in tensors:
             raise MalformedError(f'missing tensor {name!r}')
         if tensors[name][0] != tag:
             raise MalformedError(f'tensor {name!r} has dtype {tensors[name][0]}, expected {tag}')
-    unexpected = [n for n in tensors if n not in _EPISODE_DTYPES and not n.startswith(_EXTRA_PREFIX)]
+    unexpected = [n for n in tensors if n not in dtypes and not (allow_extras and n.startswith(_EXTRA_PREFIX))]
     if unexpected:
         raise MalformedError(f'unexpected tensor {unexpected[0]!r}')
-    scalars = _json_field(meta, 'extras')
+
+
+def _scalar_extras(scalars) -> dict:
     if not isinstance(scalars, dict) or not all(isinstance(v, (int, float)) for v in scalars.values()):  # bool is int
         raise MalformedError('metadata extras must map names to numbers or booleans')
     for name, value in scalars.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise NonFiniteError(f'extras[{name!r}] is NaN or Inf')
-    extras = dict(scalars)
+    return dict(scalars)
+
+
+def _check_stream(fidelity: str, hifi_stream: bool | None) -> None:
+    if hifi_stream is not None and (fidelity == HIFI) != hifi_stream:
+        raise MalformedError(f'{fidelity} segment on the {"high" if hifi_stream else "low"}-fidelity stream')
+
+
+def _single_episode(tensors: dict, meta: dict, contract: Contract | None, hifi_stream: bool | None) -> Episode:
+    _check_tensor_set(tensors, _EPISODE_DTYPES, allow_extras=True)
+    extras = _scalar_extras(_json_field(meta, 'extras'))
     for name, (_, a) in tensors.items():
         if name.startswith(_EXTRA_PREFIX):
             short = name[len(_EXTRA_PREFIX):]
@@ -449,83 +482,143 @@ def decode_episode(data, *, contract: Contract | None = None, key: bytes | None 
                 raise MalformedError(f'extras[{short!r}] appears both as a scalar and as a tensor')
             _check_finite(f'extras[{short!r}]', a)
             extras[short] = _native(a)
-    fidelity = _field(meta, 'fidelity')
     ep = Episode(
         **{name: _native(tensors[name][1]) for name in _EPISODE_DTYPES},
-        contract=_contract_field(meta), policy_version=_int_field(meta, 'policy_version'), fidelity=fidelity,
-        start_step=_int_field(meta, 'start_step'), terminated=_bool_field(meta, 'terminated'),
-        truncated=_bool_field(meta, 'truncated'), aborted=_bool_field(meta, 'aborted'),
-        seed=_int_field(meta, 'seed'), episode_id=_field(meta, 'episode_id'), pair_of=_field(meta, 'pair_of'),
-        extras=extras)
+        contract=_contract_field(meta), policy_version=_int_field(meta, 'policy_version'),
+        fidelity=_field(meta, 'fidelity'), start_step=_int_field(meta, 'start_step'),
+        terminated=_bool_field(meta, 'terminated'), truncated=_bool_field(meta, 'truncated'),
+        aborted=_bool_field(meta, 'aborted'), seed=_int_field(meta, 'seed'), episode_id=_field(meta, 'episode_id'),
+        pair_of=_field(meta, 'pair_of'), extras=extras)
     _check_contract(ep.contract, contract)
     _check_episode(ep)
-    if hifi_stream is not None and (fidelity == HIFI) != hifi_stream:
-        raise MalformedError(f'{fidelity} segment on the {"high" if hifi_stream else "low"}-fidelity stream')
+    _check_stream(ep.fidelity, hifi_stream)
     return ep
 
 
 def encode_episodes(episodes: list[Episode], key: bytes | None = None) -> bytes:
-    """Several episodes as one batch payload (see the module docstring); each is checked as by encode_episode."""
+    """Episodes of one contract, fidelity and policy version, with scalar extras only, as one batch payload; checked
+    as by encode_episode."""
     if not 0 < len(episodes) <= MAX_BATCH_EPISODES:
         raise MalformedError(f'a batch holds 1 to {MAX_BATCH_EPISODES} episodes, got {len(episodes)}')
-    return frame_episodes([encode_episode(ep, key=key) for ep in episodes])
+    first, extras = episodes[0], []
+    for i, ep in enumerate(episodes):
+        if (ep.contract, ep.fidelity, int(ep.policy_version)) != (first.contract, first.fidelity,
+                                                                   int(first.policy_version)):
+            raise MalformedError(f'episode {i} of a batch differs from episode 0 in contract, fidelity or version')
+        scalars, arrays = _split_extras(ep.extras)
+        if arrays:
+            raise MalformedError(f'episode {i} has array extras {sorted(arrays)}: send it alone (encode_episode)')
+        extras.append(scalars)
+        _check_episode(ep, finite=False)
+    tensors = {name: np.concatenate([np.asarray(getattr(ep, name), dtype=_DTYPES[_EPISODE_DTYPES[name]])
+                                     for ep in episodes]) for name in _STEP_TENSORS}
+    tensors.update({name: np.stack([np.asarray(getattr(ep, name), dtype=np.float64) for ep in episodes])
+                    for name in ('qpos0', 'qvel0')})
+    tensors['lengths'] = np.array([len(ep) for ep in episodes], dtype=np.int64)
+    tensors['start_step'] = np.array([int(ep.start_step) for ep in episodes], dtype=np.int64)
+    try:
+        tensors['seed'] = np.array([int(ep.seed) for ep in episodes], dtype=np.uint64).view(np.int64)  # u64 bits
+    except OverflowError:
+        raise MalformedError('a batch carries seeds in [0, 2**64); send other episodes alone') from None
+    tensors['flags'] = np.array([[ep.terminated, ep.truncated, ep.aborted] for ep in episodes], dtype=np.int32)
+    for name in _EPISODE_DTYPES:
+        _check_finite(name, tensors[name])
+    meta = {
+        'format': EPISODE_BATCH_FORMAT, 'format_version': FORMAT_VERSION,
+        'policy_version': str(int(first.policy_version)), 'fidelity': first.fidelity,
+        'contract': first.contract.to_json(),
+        'episode_ids': json.dumps([str(ep.episode_id) for ep in episodes]),
+        'pair_of': json.dumps([str(ep.pair_of) for ep in episodes]), 'extras': json.dumps(extras, sort_keys=True),
+    }
+    return _pack(tensors, meta, _key_bytes(key))
+
+
+def _batch_episodes(tensors: dict, meta: dict, contract: Contract | None, hifi_stream: bool | None) -> list[Episode]:
+    _check_tensor_set(tensors, _BATCH_DTYPES, allow_extras=False)
+    c = _contract_field(meta)
+    _check_contract(c, contract)
+    fidelity, version = _field(meta, 'fidelity'), _int_field(meta, 'policy_version')
+    if fidelity not in FIDELITIES:
+        raise MalformedError(f'unknown fidelity tag {fidelity[:40]!r}, expected one of {FIDELITIES}')
+    _check_version(version, 'policy_version')
+    _check_stream(fidelity, hifi_stream)
+    lengths = tensors['lengths'][1]
+    n = lengths.shape[0] if lengths.ndim == 1 else 0
+    if not 0 < n <= MAX_BATCH_EPISODES:
+        raise ShapeError(f'lengths has shape {lengths.shape}, expected (N,) with N in 1..{MAX_BATCH_EPISODES}')
+    if lengths.min() < 1:
+        raise ShapeError(f'episode {int(np.argmin(lengths))} of a batch of {n} is empty or of negative length')
+    steps = int(lengths.sum())
+    expected = {'obs': (steps, c.obs_dim), 'actions': (steps, c.act_dim), 'eps': (steps, c.act_dim),
+                'rewards': (steps,), 'qpos0': (n, c.nq), 'qvel0': (n, c.nv), 'start_step': (n,), 'seed': (n,),
+                'flags': (n, 3)}
+    for name, shape in expected.items():
+        if tensors[name][1].shape != shape:
+            raise ShapeError(f'{name} has shape {tensors[name][1].shape}, expected {shape} (N={n} episodes of '
+                             f'{steps} steps from lengths, obs_dim={c.obs_dim} act_dim={c.act_dim} nq={c.nq} '
+                             f'nv={c.nv} from the contract)')
+    ends = np.cumsum(lengths)
+    for name in _EPISODE_DTYPES:
+        a = tensors[name][1]
+        bad = ~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)
+        if bad.any():
+            row = int(np.argmax(bad))
+            where = row if name in ('qpos0', 'qvel0') else int(np.searchsorted(ends, row, side='right'))
+            raise NonFiniteError(f'episode {where} of a batch of {n}: {name} contains NaN or Inf')
+    start_step, flags = tensors['start_step'][1], tensors['flags'][1]
+    if start_step.min() < 0:
+        raise MalformedError(f'episode {int(np.argmin(start_step))} of a batch of {n}: negative start_step')
+    if not np.isin(flags, (0, 1)).all():
+        raise MalformedError('flags must be 0 or 1')
+    ids, pairs, extras = (_json_list(meta, name, n) for name in ('episode_ids', 'pair_of', 'extras'))
+    if not all(isinstance(x, str) for x in ids + pairs):
+        raise MalformedError('metadata episode_ids and pair_of must be lists of strings')
+    extras = [_scalar_extras(x) for x in extras]
+    arrays = {name: _native(tensors[name][1]) for name in _EPISODE_DTYPES}
+    seeds = tensors['seed'][1].astype('<i8').view('<u8')
+    begins = ends - lengths
+    return [Episode(**{name: arrays[name][b:e] for name in _STEP_TENSORS}, qpos0=arrays['qpos0'][i],
+                    qvel0=arrays['qvel0'][i], contract=c, policy_version=version, fidelity=fidelity,
+                    start_step=int(start_step[i]), terminated=bool(flags[i, 0]), truncated=bool(flags[i, 1]),
+                    aborted=bool(flags[i, 2]), seed=int(seeds[i]), episode_id=ids[i], pair_of=pairs[i],
+                    extras=extras[i])
+            for i, (b, e) in enumerate(zip(begins.tolist(), ends.tolist()))]
+
+
+def _json_list(meta: dict, key: str, n: int) -> list:
+    value = _json_field(meta, key)
+    if not isinstance(value, list) or len(value) != n:
+        raise MalformedError(f'metadata {key!r} must be a list of {n} entries, one per episode')
+    return value
 
 
 def encode_batches(episodes: list[Episode], key: bytes | None = None,
                    target_bytes: int = BATCH_TARGET_BYTES) -> list[bytes]:
-    """Episodes as few batch payloads of about target_bytes at most (an episode larger than that goes alone)."""
-    batches, group, size = [], [], 0
-    for part in (encode_episode(ep, key=key) for ep in episodes):
-        if group and (size + len(part) > target_bytes or len(group) == MAX_BATCH_EPISODES):
-            batches.append(frame_episodes(group))
-            group, size = [], 0
-        group.append(part)
-        size += len(part)
-    return batches + ([frame_episodes(group)] if group else [])
+    """Episodes in order as few payloads of about target_bytes at most: batches of one contract, fidelity and
+    version (an episode larger than the target, or with array extras, goes alone)."""
+    payloads, group, size = [], [], 0
 
+    def flush():
+        if group:
+            payloads.append(encode_episodes(group, key=key))
+            group.clear()
 
-def frame_episodes(parts: list[bytes]) -> bytes:
-    """Encoded episodes -> one batch payload (the framing only)."""
-    return b''.join([BATCH_MAGIC, struct.pack(f'<I{len(parts)}Q', len(parts), *map(len, parts)), *parts])
-
-
-def split_episodes(data, max_bytes: int = DEFAULT_MAX_EPISODE_BYTES) -> list[memoryview]:
-    """The episode payloads in a message: itself, or the parts of a batch (framing checked, contents not)."""
-    buf = _as_buffer(data, max_bytes)
-    if buf[:len(BATCH_MAGIC)] != BATCH_MAGIC:
-        return [buf]
-    head = len(BATCH_MAGIC) + 4
-    if buf.nbytes < head:
-        raise MalformedError(f'episode batch of {buf.nbytes} bytes is shorter than its header')
-    (count,) = struct.unpack_from('<I', buf, len(BATCH_MAGIC))
-    if not 0 < count <= MAX_BATCH_EPISODES or buf.nbytes < head + 8 * count:
-        raise MalformedError(f'episode batch declares {count} episodes in {buf.nbytes} bytes')
-    sizes = struct.unpack_from(f'<{count}Q', buf, head)
-    offset = head + 8 * count
-    if offset + sum(sizes) != buf.nbytes:
-        raise MalformedError(f'episode batch sizes add up to {offset + sum(sizes)} bytes, the batch has {buf.nbytes}')
-    parts = []
-    for size in sizes:
-        parts.append(buf[offset:offset + size])
-        offset += size
-    return parts
-
-
-def decode_episodes(data, *, contract: Contract | None = None, key: bytes | None = None,
-                    max_bytes: int = DEFAULT_MAX_EPISODE_BYTES, hifi_stream: bool | None = None) -> list[Episode]:
-    """Bytes of one episode or of a batch -> its episodes, each fully validated (as by decode_episode); any error
-    rejects the message."""
-    parts = split_episodes(data, max_bytes)
-    episodes = []
-    for i, part in enumerate(parts):
-        try:
-            episodes.append(decode_episode(part, contract=contract, key=key, max_bytes=max_bytes,
-                                           hifi_stream=hifi_stream))
-        except CodecError as err:
-            if len(parts) == 1:
-                raise
-            raise type(err)(f'episode {i} of a batch of {len(parts)}: {err}') from None
-    return episodes
+    for ep in episodes:
+        nbytes = sum(np.asarray(getattr(ep, name)).nbytes for name in _EPISODE_DTYPES)
+        if _split_extras(ep.extras)[1] or nbytes > target_bytes:
+            flush()
+            payloads.append(encode_episode(ep, key=key))
+            size = 0
+            continue
+        if group and (size + nbytes > target_bytes or len(group) == MAX_BATCH_EPISODES
+                      or (ep.contract, ep.fidelity, ep.policy_version) != (group[0].contract, group[0].fidelity,
+                                                                           group[0].policy_version)):
+            flush()
+            size = 0
+        group.append(ep)
+        size += nbytes
+    flush()
+    return payloads
 
 
 # ---------------------------------------------------------------- weights
