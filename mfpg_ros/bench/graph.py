@@ -1,7 +1,11 @@
 """`mfpg bench graph`: wall time per MF iteration through the node graph (separate processes over DDS, started by
 `mfpg train`) vs the in-process trainer, same config and budget, measured side by side in one run. Also the CPU
 each node used per iteration (sampled from /proc while the graph runs) against the in-process trainer's: on a
-machine with few cores the graph's iteration time is bounded by its total CPU divided by the cores."""
+machine with few cores the graph's iteration time is bounded by its total CPU divided by the cores.
+
+A shared VM's speed drifts by 1.5x within a minute, so the two are timed in turns: in-process, graph, in-process,
+graph, ..., in-process. Each graph run is compared with the in-process runs just before and after it; the headline
+is the median of those per-round ratios."""
 from __future__ import annotations
 
 import argparse
@@ -67,7 +71,8 @@ def run_graph(iterations: int, sets: list[str], run_dir: Path, skip: int) -> tup
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='mfpg bench graph', description=__doc__)
-    parser.add_argument('--iterations', type=int, default=15)
+    parser.add_argument('--iterations', type=int, default=15, help='per run')
+    parser.add_argument('--rounds', type=int, default=3, help='graph runs, each between two in-process runs')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override')
     args = parser.parse_args(argv)
     skip = 2  # start-up and first-iteration effects
@@ -81,24 +86,33 @@ def main(argv=None) -> int:
         Trainer(cfg).run(on_metrics=lambda m: marks.append((m['iteration_seconds'], time.process_time())))
         seconds, cpu = zip(*marks)
         return list(seconds[skip:]), (cpu[-1] - cpu[skip - 1]) / (len(cpu) - skip)
-    # The reference runs before and after the graph: a shared machine's speed drifts, and both halves see it.
-    before, cpu_before = run_in_process()
-    with tempfile.TemporaryDirectory() as tmp:
-        through_graph, node_cpu = run_graph(args.iterations, args.set, Path(tmp) / 'run', skip)
-        through_graph = through_graph[skip:]
-    after, cpu_after = run_in_process()
-    in_process, in_process_cpu = before + after, (cpu_before + cpu_after) / 2
-    print(f'in-process trainer before / after the graph: {statistics.median(before) * 1e3:.0f} / '
-          f'{statistics.median(after) * 1e3:.0f} ms/iteration')
-    g, p = statistics.median(through_graph), statistics.median(in_process)
+    in_process_runs = [run_in_process()]
+    graph_runs = []
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds, node_cpu = run_graph(args.iterations, args.set, Path(tmp) / 'run', skip)
+            graph_runs.append((seconds[skip:], node_cpu))
+        in_process_runs.append(run_in_process())
+    ratios = []
+    for k, (seconds, _) in enumerate(graph_runs):
+        around = in_process_runs[k][0] + in_process_runs[k + 1][0]
+        ratios.append(statistics.median(seconds) / statistics.median(around))
+        print(f'round {k + 1}: node graph {statistics.median(seconds) * 1e3:.0f} ms/iteration, in-process before / '
+              f'after {statistics.median(in_process_runs[k][0]) * 1e3:.0f} / '
+              f'{statistics.median(in_process_runs[k + 1][0]) * 1e3:.0f} ms: ratio {ratios[-1]:.2f}')
+    g = statistics.median([t for seconds, _ in graph_runs for t in seconds])
+    p = statistics.median([t for seconds, _ in in_process_runs for t in seconds])
     print(f'{cfg.task}: {cfg.algo.hf_steps_per_iter} HF steps + {cfg.algo.pool_envs}x{cfg.algo.pool_steps_per_env} '
-          f'pool steps per iteration, median over {len(in_process)} iterations')
+          f'pool steps per iteration, {args.rounds} rounds of {args.iterations} iterations ({skip} warm-up)')
     print(f'node graph (separate processes over DDS, recording its bag as `mfpg train` does): {g * 1e3:.0f} '
-          f'ms/iteration; in-process trainer: {p * 1e3:.0f} ms/iteration')
+          f'ms/iteration; in-process trainer: {p * 1e3:.0f} ms/iteration (medians over all rounds)')
+    node_cpu = {name: statistics.median(cpu[name] for _, cpu in graph_runs if name in cpu)
+                for name in {name for _, cpu in graph_runs for name in cpu}}
     if node_cpu:
+        in_process_cpu = statistics.median(cpu for _, cpu in in_process_runs)
         total, cores = sum(node_cpu.values()), os.cpu_count()
         print('CPU per iteration: ' + ', '.join(f'{name} {sec * 1e3:.0f} ms' for name, sec in sorted(node_cpu.items()))
               + f'; graph total {total * 1e3:.0f} ms on {cores} cores (at least {total / cores * 1e3:.0f} ms of wall '
               f'time), in-process trainer {in_process_cpu * 1e3:.0f} ms')
-    print(f'graph_vs_inprocess_iteration_time: {g / p:.2f}')
+    print(f'graph_vs_inprocess_iteration_time: {statistics.median(ratios):.2f}')
     return 0

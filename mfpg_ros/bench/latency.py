@@ -28,15 +28,23 @@ def main(argv=None) -> int:
         probe.wait_until(lambda: obs_pub.get_subscription_count() > 0, 60, 'policy_server')
         publish_latched(probe, 'policy/weights', weights_msg(task.contract, 0))
 
-        def round_trip(seq):
+        def round_trip(seq, timeout=1.0):
+            """(seconds, the action) of one observation; (timeout, None) if no answer came."""
             n = len(actions)
             t0 = time.perf_counter()
             obs_pub.publish(observation(seq, obs))
             while len(actions) == n:
+                if time.perf_counter() - t0 > timeout:
+                    return timeout, None
                 probe.spin_once(0.01)
             return time.perf_counter() - t0, actions[-1]
 
-        probe.wait_until(lambda: round_trip(0)[1].data[1] == 0.0, 30, 'first action')  # weights arrived
+        def answered(seq, version):
+            action = round_trip(seq)[1]
+            return action is not None and action.data[1] == version
+
+        # an observation that overtakes the weights is not answered: ask again until it acts with them
+        probe.wait_until(lambda: answered(0, 0.0), 30, 'first action')
         rtt = [round_trip(i + 1)[0] for i in range(args.samples)]
 
         # sustained rate: one observation per period, on time; count late answers
@@ -54,7 +62,7 @@ def main(argv=None) -> int:
         for version in range(1, 11):
             t0 = time.perf_counter()
             publish_latched(probe, 'policy/weights', weights_msg(task.contract, version, seed=version))
-            while round_trip(20_000 + version)[1].data[1] != version:
+            while not answered(20_000 + version, version):
                 pass
             broadcast.append(time.perf_counter() - t0)
 
