@@ -408,6 +408,8 @@ BATCH_CASES = {
                                                        key=KEY), ShapeError, f'expected ({STEPS + 1}, 5)'),
     'empty member': (lambda: codec.decode_episodes(edited_batch(lambda a: a['lengths'].__setitem__(
         slice(0, 2), [0, 7])), key=KEY), ShapeError, 'episode 0 of a batch of 4 is empty'),
+    'overflowing lengths': (lambda: codec.decode_episodes(edited_batch(lambda a: a['lengths'].__setitem__(
+        slice(0, 2), [2**62, 2**62])), key=KEY), ShapeError, 'longer than the batch'),
     'no members': (lambda: codec.decode_episodes(edited_batch(lambda a: a.update(
         {k: v[:0] for k, v in a.items()})), key=KEY), ShapeError, 'expected (N,) with N in 1..'),
     'nan names its episode': (lambda: codec.decode_episodes(edited_batch(_poison_row('obs', 7)), key=KEY),

@@ -548,6 +548,8 @@ def _batch_episodes(tensors: dict, meta: dict, contract: Contract | None, hifi_s
         raise ShapeError(f'lengths has shape {lengths.shape}, expected (N,) with N in 1..{MAX_BATCH_EPISODES}')
     if lengths.min() < 1:
         raise ShapeError(f'episode {int(np.argmin(lengths))} of a batch of {n} is empty or of negative length')
+    if lengths.max() > len(tensors['rewards'][1]):  # also keeps the sum below from overflowing
+        raise ShapeError(f'episode {int(np.argmax(lengths))} of a batch of {n} is longer than the batch')
     steps = int(lengths.sum())
     expected = {'obs': (steps, c.obs_dim), 'actions': (steps, c.act_dim), 'eps': (steps, c.act_dim),
                 'rewards': (steps,), 'qpos0': (n, c.nq), 'qvel0': (n, c.nv), 'start_step': (n,), 'seed': (n,),
