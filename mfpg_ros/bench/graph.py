@@ -90,8 +90,8 @@ def main(argv=None) -> int:
     graph_runs = []
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
-            seconds, node_cpu = run_graph(args.iterations, args.set, Path(tmp) / 'run', skip)
-            graph_runs.append((seconds[skip:], node_cpu))
+            seconds, cpu = run_graph(args.iterations, args.set, Path(tmp) / 'run', skip)
+            graph_runs.append((seconds[skip:], cpu))
         in_process_runs.append(run_in_process())
     ratios = []
     for k, (seconds, _) in enumerate(graph_runs):

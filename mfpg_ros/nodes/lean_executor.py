@@ -52,39 +52,24 @@ class LeanExecutor(SingleThreadedExecutor):
             wait_set = self._reusable_wait_set(
                 (len(subs), len(guards) + len(own), len(timers), len(clients), len(services), events))
             wait_set.clear_entities()
-            for s in subs:
-                wait_set.add_subscription(s.handle)
-            for g in guards + own:
-                wait_set.add_guard_condition(g.handle)
-            for t in timers:
-                wait_set.add_timer(t.handle)
-            for c in clients:
-                wait_set.add_client(c.handle)
-            for s in services:
-                wait_set.add_service(s.handle)
+            for entities, add in ((subs, wait_set.add_subscription), (guards + own, wait_set.add_guard_condition),
+                                  (timers, wait_set.add_timer), (clients, wait_set.add_client),
+                                  (services, wait_set.add_service)):
+                for entity in entities:
+                    add(entity.handle)
             for w in waitables:
                 w.add_to_wait_set(wait_set)
             wait_set.wait(-1 if timeout_sec is None else int(timeout_sec * 1e9))
         if self._is_shutdown or not self._context.ok():
             return
-        ready = {kind: set(wait_set.get_ready_entities(kind))
-                 for kind in ('timer', 'subscription', 'guard_condition', 'client', 'service')}
         ready_waitables = [w for w in waitables if w.is_ready(wait_set)]
-        for t in timers:
-            if t.handle.pointer in ready['timer']:
-                self._run_timer(t)
-        for s in subs:
-            if s.handle.pointer in ready['subscription']:
-                self._run_subscription(s)
-        for g in guards:
-            if g.handle.pointer in ready['guard_condition'] and g.callback:
-                _plain(g.callback())
-        for c in clients:
-            if c.handle.pointer in ready['client']:
-                self._run_client(c)
-        for s in services:
-            if s.handle.pointer in ready['service']:
-                self._run_service(s)
+        for entities, kind, run in ((timers, 'timer', self._run_timer), (subs, 'subscription', self._run_subscription),
+                                    (guards, 'guard_condition', self._run_guard), (clients, 'client', self._run_client),
+                                    (services, 'service', self._run_service)):
+            ready = set(wait_set.get_ready_entities(kind))
+            for entity in entities:
+                if entity.handle.pointer in ready:
+                    run(entity)
         for w in ready_waitables:
             _drive(w.execute(w.take_data()))
 
@@ -104,6 +89,11 @@ class LeanExecutor(SingleThreadedExecutor):
             return
         if timer.callback:
             _plain(timer.callback())
+
+    @staticmethod
+    def _run_guard(guard) -> None:
+        if guard.callback:
+            _plain(guard.callback())
 
     @staticmethod
     def _run_subscription(sub) -> None:
