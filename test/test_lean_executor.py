@@ -101,3 +101,41 @@ def test_async_callbacks_are_refused_with_a_clear_error(context):
     node.create_timer(0.01, coroutine_tick)
     with pytest.raises(TypeError, match='plain callbacks only'):
         spin_until(executor, lambda: False, timeout=5.0)
+
+
+def test_spin_follows_entities_created_and_destroyed_while_it_runs(context):
+    """spin() keeps its wait set between wakes: an entity made in a callback must be waited on, a destroyed one
+    must stop firing, and a node destroyed after spin returns must really go (no handle kept entered)."""
+    node = Node('lean_dynamic', context=context)
+    executor = LeanExecutor(context=context)
+    executor.add_node(node)
+    pub = node.create_publisher(Float64MultiArray, 'dyn', 10)
+    seen = {'ticks': 0, 'data': [], 'late': 0}
+    made = {}
+
+    def on_data(msg):
+        seen['data'].append(msg.data[0])
+        if len(seen['data']) == 3:
+            node.destroy_subscription(made['sub'])  # from its own callback: no message after this one
+            made['after'] = node.create_timer(0.005, lambda: seen.__setitem__('late', seen['late'] + 1))
+
+    def tick():
+        seen['ticks'] += 1
+        if seen['ticks'] == 2:
+            made['sub'] = node.create_subscription(Float64MultiArray, 'dyn', on_data, 10)
+        elif 'sub' in made and pub.get_subscription_count() and len(seen['data']) < 3:
+            pub.publish(Float64MultiArray(data=[float(seen['ticks'])]))
+        elif seen['late'] >= 3:
+            for _ in range(5):
+                pub.publish(Float64MultiArray(data=[-1.0]))  # nobody listens any more
+            executor.shutdown(timeout_sec=0)
+
+    ticker = node.create_timer(0.01, tick)
+    spinner = threading.Thread(target=executor.spin)
+    spinner.start()
+    spinner.join(timeout=20)
+    assert not spinner.is_alive(), 'spin did not stop'
+    assert len(seen['data']) == 3 and -1.0 not in seen['data']
+    assert seen['late'] >= 3  # the timer created by a callback fired
+    node.destroy_node()
+    assert ticker.handle.pointer == 0 and made['after'].handle.pointer == 0  # freed: spin kept no handle entered

@@ -2,13 +2,14 @@
 
 rclpy's SingleThreadedExecutor spends most of a message's CPU outside the callback: on every wake it rebuilds the
 wait set entity by entity in Python, then wraps each ready callback in a Task and a coroutine. In the HF loop
-(four callbacks per control step) that doubled each node's CPU. This executor keeps the wait set between wakes (a
-new one only when the node's entity counts change), re-adds the handles (C calls) and runs ready callbacks
-directly: timers, subscriptions, guard conditions, clients (futures without an executor run their done callbacks
-at once), services and waitables (QoS events). It stops when the context shuts down (Ctrl-C included: it waits on
-rclpy's SIGINT guard condition like the stock executor). Callbacks must be plain functions: a coroutine callback
-(async def) raises, use rclpy's executor for such a node. Callback groups are not consulted (one thread: every
-callback is exclusive anyway).
+(four callbacks per control step) that doubled each node's CPU. While spinning, this executor keeps the entities'
+handles entered, the wait set and a callback table (rebuilt only when a node's entities change), re-adds the
+handles (C calls) on each wake and runs ready callbacks directly: timers, subscriptions, guard conditions, clients
+(futures without an executor run their done callbacks at once), services and waitables (QoS events). A handle
+destroyed meanwhile (e.g. from another thread) is freed when the entity set is next rebuilt. It stops when the
+context shuts down (Ctrl-C included: it waits on rclpy's SIGINT guard condition like the stock executor).
+Callbacks must be plain functions: a coroutine callback (async def) raises, use rclpy's executor for such a node.
+Callback groups are not consulted (one thread: every callback is exclusive anyway).
 """
 from __future__ import annotations
 
@@ -26,58 +27,56 @@ class LeanExecutor(SingleThreadedExecutor):
 
     def __init__(self, *, context=None):
         super().__init__(context=context)
-        self._wait_set, self._wait_set_sizes = None, None
+        self._held: _Held | None = None
 
     def spin(self) -> None:
-        while self._context.ok() and not self._is_shutdown:
-            self.spin_once_lean()
+        try:
+            while self._context.ok() and not self._is_shutdown:
+                self._wait_and_run(None)
+        finally:
+            self._release()
         if not self._context.ok():
             raise ExternalShutdownException()
 
     def spin_once_lean(self, timeout_sec: float | None = None) -> None:
         """Wait for work (forever when timeout_sec is None) and run every callback that is ready."""
+        try:
+            self._wait_and_run(-1 if timeout_sec is None else int(timeout_sec * 1e9))
+        finally:
+            self._release()
+
+    def _wait_and_run(self, timeout_ns: int | None) -> None:
         nodes = self.get_nodes()
-        timers = [t for n in nodes for t in n.timers]
-        subs = [s for n in nodes for s in n.subscriptions]
-        guards = [g for n in nodes for g in n.guards]
-        clients = [c for n in nodes for c in n.clients]
-        services = [s for n in nodes for s in n.services]
-        waitables = [w for n in nodes for w in n.waitables]
-        own = [g for g in (self._guard, self._sigint_gc) if g is not None]
-        events = sum(w.get_num_entities().num_events for w in waitables)
-        with ExitStack() as in_use:  # entered handles cannot be destroyed under the wait (a shutdown from another
-            for entity in (*subs, *guards, *own, *timers, *clients, *services, *waitables):  # thread, Ctrl-C)
-                in_use.enter_context(entity.handle if hasattr(entity, 'handle') else entity)
-            in_use.enter_context(self._context.handle)
-            wait_set = self._reusable_wait_set(
-                (len(subs), len(guards) + len(own), len(timers), len(clients), len(services), events))
-            wait_set.clear_entities()
-            for entities, add in ((subs, wait_set.add_subscription), (guards + own, wait_set.add_guard_condition),
-                                  (timers, wait_set.add_timer), (clients, wait_set.add_client),
-                                  (services, wait_set.add_service)):
-                for entity in entities:
-                    add(entity.handle)
-            for w in waitables:
-                w.add_to_wait_set(wait_set)
-            wait_set.wait(-1 if timeout_sec is None else int(timeout_sec * 1e9))
+        entities = (tuple(s for n in nodes for s in n.subscriptions), tuple(g for n in nodes for g in n.guards),
+                    tuple(t for n in nodes for t in n.timers), tuple(c for n in nodes for c in n.clients),
+                    tuple(s for n in nodes for s in n.services), tuple(w for n in nodes for w in n.waitables),
+                    tuple(g for g in (self._guard, self._sigint_gc) if g is not None))
+        if self._held is None or self._held.entities != entities:  # a node created or destroyed something
+            self._release()
+            self._held = _Held(entities, self._context)
+        held = self._held
+        wait_set = held.wait_set
+        wait_set.clear_entities()
+        for add, handle in held.adds:
+            add(handle)
+        for w in held.waitables:
+            w.add_to_wait_set(wait_set)
+        wait_set.wait(-1 if timeout_ns is None else timeout_ns)
         if self._is_shutdown or not self._context.ok():
             return
-        ready_waitables = [w for w in waitables if w.is_ready(wait_set)]
-        for entities, kind, run in ((timers, 'timer', self._run_timer), (subs, 'subscription', self._run_subscription),
-                                    (guards, 'guard_condition', self._run_guard), (clients, 'client', self._run_client),
-                                    (services, 'service', self._run_service)):
-            ready = set(wait_set.get_ready_entities(kind))
-            for entity in entities:
-                if entity.handle.pointer in ready:
-                    run(entity)
+        ready_waitables = [w for w in held.waitables if w.is_ready(wait_set)]
+        for kind, table in held.tables:
+            for pointer in wait_set.get_ready_entities(kind):
+                entity = table.get(pointer)
+                if entity is not None:
+                    entity[0](entity[1])
         for w in ready_waitables:
             _drive(w.execute(w.take_data()))
 
-    def _reusable_wait_set(self, sizes: tuple[int, ...]):
-        if sizes != self._wait_set_sizes:
-            self._wait_set = _rclpy.WaitSet(*sizes, self._context.handle)
-            self._wait_set_sizes = sizes
-        return self._wait_set
+    def _release(self) -> None:
+        if self._held is not None:
+            self._held, held = None, self._held
+            held.stack.close()
 
     @staticmethod
     def _run_timer(timer) -> None:
@@ -129,6 +128,31 @@ class LeanExecutor(SingleThreadedExecutor):
             return
         if header is not None:
             service.send_response(_plain(service.callback(request, service.srv_type.Response())), header)
+
+
+class _Held:
+    """The executor's entities between wakes: their handles entered (none can be destroyed under a wait, e.g. by a
+    shutdown from another thread; a destroy waits until release), the wait set sized for them, the add calls and
+    the callback tables by handle pointer. Rebuilt only when the entity set changes."""
+
+    def __init__(self, entities, context):
+        self.entities = entities
+        subs, guards, timers, clients, services, self.waitables, own = entities
+        self.stack = ExitStack()
+        for entity in (*subs, *guards, *own, *timers, *clients, *services, *self.waitables):
+            self.stack.enter_context(entity.handle if hasattr(entity, 'handle') else entity)
+        self.stack.enter_context(context.handle)
+        events = sum(w.get_num_entities().num_events for w in self.waitables)
+        self.wait_set = ws = _rclpy.WaitSet(len(subs), len(guards) + len(own), len(timers), len(clients),
+                                            len(services), events, context.handle)
+        self.adds = [(add, entity.handle) for entities_, add in (
+            (subs, ws.add_subscription), (guards + own, ws.add_guard_condition), (timers, ws.add_timer),
+            (clients, ws.add_client), (services, ws.add_service)) for entity in entities_]
+        self.tables = [(kind, {entity.handle.pointer: (run, entity) for entity in entities_})
+                       for entities_, kind, run in (
+            (timers, 'timer', LeanExecutor._run_timer), (subs, 'subscription', LeanExecutor._run_subscription),
+            (guards, 'guard_condition', LeanExecutor._run_guard), (clients, 'client', LeanExecutor._run_client),
+            (services, 'service', LeanExecutor._run_service))]
 
 
 def _plain(result):
