@@ -1,9 +1,15 @@
 """lofi_sim: the vectorised MuJoCo low-fidelity side. For every HF segment of the current policy version it runs
 the paired replay (same s0, same eps); per version it runs its share of the independent pool for mu_l.
-Several lofi_sim nodes share the work by worker_index / num_workers."""
+Several lofi_sim nodes share the work by worker_index / num_workers.
+
+The pool runs on a worker thread, the replays on the executor's: a replay is wanted as soon as its HF segment
+arrives, and the pool would otherwise hold it back for its whole run (MuJoCo releases the GIL while stepping, so
+the two interleave). An error in the pool thread is raised again in the executor's thread: the node stops as it
+would on an error in a callback."""
 from __future__ import annotations
 
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
@@ -51,7 +57,9 @@ class LofiSim(Node):
                                                  lofi_episodes_qos(cfg.algo.hf_steps_per_iter), **QUIET_PUB)
         self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED, **QUIET_SUB)
         self.create_subscription(UInt8MultiArray, HIFI_EPISODES, self.on_hifi_episode, EPISODES_IN, **QUIET_SUB)
-        self.pool_trigger = self.create_guard_condition(self.run_pool)  # the pool runs once per new version
+        self.pool_thread = ThreadPoolExecutor(1, thread_name_prefix='lofi_pool')  # one pool at a time, in order
+        self.pool_failed = self.create_guard_condition(self.raise_pool_error)
+        self.pool_error: BaseException | None = None
         Diagnostics(self, lambda: {'policy_version': self.version, 'replays': self.replays,
                                    'pool_steps': self.pool_steps, 'stale_dropped': self.stale,
                                    'waiting': len(self.waiting), 'rejected': self.rejections.total},
@@ -62,7 +70,8 @@ class LofiSim(Node):
         if weights is None:
             return
         self.policy, self.version = NumpyPolicy(build_model(weights)), weights.version
-        self.pool_trigger.trigger()  # after the waiting replays below: they are on the critical path
+        if self.pool is not None and needs_pool(self.algorithm):
+            self.pool_thread.submit(self.run_pool, self.policy, self.version).add_done_callback(self.pool_finished)
         waiting, self.waiting = self.waiting, []
         for segment in waiting:
             self.process(segment)
@@ -89,15 +98,28 @@ class LofiSim(Node):
                 self.episode_pub.publish(bytes_msg(encode_episode(replay, key=self.key)))
             self.replays += 1
 
-    def run_pool(self) -> None:
-        if self.pool is None or not needs_pool(self.algorithm) or self.pool_done >= self.version:
+    def run_pool(self, policy: NumpyPolicy, version: int) -> None:
+        """On the pool thread: this version's share of the pool, unless newer weights came while it queued."""
+        if version < self.version or self.pool_done >= version:
             return
-        version = self.version
-        pool = self.pool.collect(self.policy, self.steps_per_env, version, LOFI_POOL)
+        pool = self.pool.collect(policy, self.steps_per_env, version, LOFI_POOL)
         for batch in encode_batches(pool, key=self.key):  # a few messages, not hundreds
             self.episode_pub.publish(bytes_msg(batch))
         self.pool_steps += sum(len(segment) for segment in pool)
         self.pool_done = version
+
+    def pool_finished(self, done: Future) -> None:
+        if done.cancelled() or done.exception() is None or not self.context.ok():  # failing in a shutdown is no error
+            return
+        self.pool_error = done.exception()
+        self.pool_failed.trigger()
+
+    def raise_pool_error(self) -> None:
+        raise RuntimeError('the LF pool failed') from self.pool_error
+
+    def destroy_node(self) -> None:
+        self.pool_thread.shutdown(wait=True, cancel_futures=True)  # a running pool ends before its node goes
+        super().destroy_node()
 
 
 def main(args=None):

@@ -1,0 +1,85 @@
+"""lofi_sim's pool runs beside its replays: a replay goes out while the pool is still running, and a pool that
+fails stops the node with the error (in-process node, real DDS for what it publishes)."""
+import threading
+import time
+
+import pytest
+import rclpy
+from rclpy.node import Node
+from std_msgs.msg import UInt8MultiArray
+
+from mfpg_ros.core.codec import build_model, decode_episodes, decode_weights, encode_episode
+from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, LOFI_POOL
+from mfpg_ros.core.policy import NumpyPolicy
+from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, LOFI_EPISODES, lofi_episodes_qos
+from mfpg_ros.nodes.lean_executor import LeanExecutor
+from mfpg_ros.nodes.lofi_sim import LofiSim
+from mfpg_ros.sim.engine import Engine
+from mfpg_ros.sim.tasks import make_task
+from ros_helpers import weights_msg
+
+
+@pytest.fixture
+def lofi(ros_domain):
+    rclpy.init(domain_id=ros_domain, args=['--ros-args', '-p', 'algo.pool_envs:=2', '-p',
+                                           'algo.pool_steps_per_env:=50'])
+    node, listener = LofiSim(), Node('listener')
+    executor = LeanExecutor()
+    executor.add_node(node)
+    executor.add_node(listener)
+    got = []
+    listener.create_subscription(UInt8MultiArray, LOFI_EPISODES,
+                                 lambda msg: got.extend(decode_episodes(bytes(msg.data))), lofi_episodes_qos(100))
+    yield node, executor, got
+    node.destroy_node()
+    listener.destroy_node()
+    rclpy.try_shutdown()
+
+
+def spin_until(executor, condition, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'condition not reached'
+        executor.spin_once_lean(timeout_sec=0.05)
+
+
+def hifi_segment(weights, version):
+    task = make_task('cartpole', 'cartpole_twin')
+    policy = NumpyPolicy(build_model(decode_weights(bytes(weights.data))))
+    segment = Engine(task, 1, seed=5, nthread=1).collect(policy, 30, version, HIFI)[0]
+    return UInt8MultiArray(data=encode_episode(segment))
+
+
+def test_a_replay_is_published_while_the_pool_still_runs(lofi):
+    node, executor, got = lofi
+    spin_until(executor, lambda: node.episode_pub.get_subscription_count() == 1)
+    hifi_pub = executor.get_nodes()[1].create_publisher(UInt8MultiArray, HIFI_EPISODES, EPISODES_IN)
+    started, release, collect = threading.Event(), threading.Event(), node.pool.collect
+
+    def held_collect(*args):
+        started.set()
+        assert release.wait(20), 'pool never released'
+        return collect(*args)
+
+    node.pool.collect = held_collect
+    weights = weights_msg(version=0)
+    node.on_weights(weights)
+    spin_until(executor, lambda: started.is_set() and hifi_pub.get_subscription_count() == 1)
+    hifi_pub.publish(hifi_segment(weights, 0))  # arrives while the pool runs
+    spin_until(executor, lambda: any(e.fidelity == LOFI_PAIRED for e in got))
+    assert not any(e.fidelity == LOFI_POOL for e in got)  # the pool is still held: the replay did not wait for it
+    release.set()
+    spin_until(executor, lambda: sum(len(e) for e in got if e.fidelity == LOFI_POOL) == 2 * 50)
+
+
+def test_a_failing_pool_stops_the_node_with_its_error(lofi):
+    node, executor, _ = lofi
+
+    def broken_collect(*args):
+        raise ValueError('physics exploded')
+
+    node.pool.collect = broken_collect
+    node.on_weights(weights_msg(version=0))
+    with pytest.raises(RuntimeError, match='LF pool failed') as err:
+        spin_until(executor, lambda: False)
+    assert isinstance(err.value.__cause__, ValueError)
