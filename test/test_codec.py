@@ -16,7 +16,7 @@ from mfpg_ros.core.codec import (
     load_into)
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, Episode
-from mfpg_ros.core.policy import ActorCritic
+from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
 
 torch.set_num_threads(1)
 KEY, OTHER_KEY = b'lab-secret', b'someone-else'
@@ -127,6 +127,10 @@ def test_weights_round_trip_gives_identical_model(hidden):
     for copy in (build_model(weights), load_into(make_model(hidden, seed=99), weights)):
         assert torch.equal(copy.mean(obs), model.mean(obs)) and torch.equal(copy.value(obs), model.value(obs))
         assert torch.equal(copy.log_prob(obs, act), model.log_prob(obs, act))
+    direct, via_model = NumpyPolicy.from_state(weights.state), NumpyPolicy(model)  # the nodes' hot-path policy
+    assert len(direct.layers) == len(hidden) + 1 and np.array_equal(direct.std, via_model.std)
+    assert all(np.array_equal(a, b) for pair in zip(direct.layers, via_model.layers) for a, b in zip(*pair))
+    assert np.array_equal(direct.mean(obs.double().numpy()), via_model.mean(obs.double().numpy()))
 
 
 def test_load_into_refuses_other_architecture():

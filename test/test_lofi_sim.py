@@ -8,7 +8,7 @@ import rclpy
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
-from mfpg_ros.core.codec import build_model, decode_episodes, decode_weights, encode_episode
+from mfpg_ros.core.codec import decode_episodes, decode_weights, encode_episode
 from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, LOFI_POOL
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, LOFI_EPISODES, lofi_episodes_qos
@@ -45,7 +45,7 @@ def spin_until(executor, condition, timeout=20.0):
 
 def hifi_segment(weights, version):
     task = make_task('cartpole', 'cartpole_twin')
-    policy = NumpyPolicy(build_model(decode_weights(bytes(weights.data))))
+    policy = NumpyPolicy.from_state(decode_weights(bytes(weights.data)).state)
     segment = Engine(task, 1, seed=5, nthread=1).collect(policy, 30, version, HIFI)[0]
     return UInt8MultiArray(data=encode_episode(segment))
 

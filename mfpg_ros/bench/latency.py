@@ -9,7 +9,7 @@ import numpy as np
 from std_msgs.msg import Float64MultiArray
 
 from mfpg_ros.bench.harness import observation, percentiles, private_graph, publish_latched, weights_msg
-from mfpg_ros.core.codec import build_model, decode_weights
+from mfpg_ros.core.codec import decode_weights
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.sim.tasks import make_task
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
                 pass
             broadcast.append(time.perf_counter() - t0)
 
-    policy = NumpyPolicy(build_model(decode_weights(weights_msg(task.contract, 0).data)))
+    policy = NumpyPolicy.from_state(decode_weights(weights_msg(task.contract, 0).data).state)
     local = []
     for _ in range(args.samples):
         t0 = time.perf_counter()

@@ -55,10 +55,21 @@ class NumpyPolicy:
     """Inference-only copy of the actor in numpy (about 5x cheaper than torch at batch 1; used on hot paths)."""
 
     def __init__(self, model: ActorCritic):
-        linears = [m for m in model.pi if isinstance(m, nn.Linear)]
-        self.layers = [(m.weight.detach().double().numpy().T.copy(), m.bias.detach().double().numpy().copy())
-                       for m in linears]
-        self.std = model.log_std.detach().double().exp().numpy().copy()
+        self._load(model.state_dict())
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> 'NumpyPolicy':
+        """From an ActorCritic state_dict (e.g. decoded weights, whose names and shapes the codec checked),
+        without building the torch model: its initialisation costs several times the load."""
+        policy = cls.__new__(cls)
+        policy._load(state)
+        return policy
+
+    def _load(self, state: dict[str, torch.Tensor]) -> None:
+        layers = sorted({int(name.split('.')[1]) for name in state if name.startswith('pi.')})
+        self.layers = [(state[f'pi.{i}.weight'].double().numpy().T.copy(),
+                        state[f'pi.{i}.bias'].double().numpy().copy()) for i in layers]
+        self.std = state['log_std'].double().exp().numpy().copy()
 
     def mean(self, obs: np.ndarray) -> np.ndarray:
         h = np.asarray(obs, dtype=np.float64)

@@ -128,10 +128,10 @@ class LearnerNode(Node):
         self.done = self.learner.version >= self.cfg.iterations or (
             target is not None and len(self.recent) == self.recent.maxlen and metrics['hf_return_recent'] >= target)
         metrics['done'] = self.done
-        # Checkpoint first: a restarted learner resumes at the version the robot runs, and whoever stops the graph
-        # on 'done' finds the files complete.
-        self.save(metrics)
+        if self.run_dir:
+            self.checkpoint()  # before the weights go out: a restarted learner resumes at the version the robot runs
         self.publish_weights()
+        self.record(metrics)  # before the summary: whoever stops the graph on 'done' finds the files complete
         self.publish_metrics(metrics)
         if self.done and self.exit_when_done:
             self.finish()
@@ -156,7 +156,8 @@ class LearnerNode(Node):
                 self.metric_pubs[name] = self.create_publisher(Float64, f'{METRICS}/{name}', 10, **QUIET_PUB)
             self.metric_pubs[name].publish(Float64(data=float(value)))
 
-    def save(self, metrics: dict) -> None:
+    def record(self, metrics: dict) -> None:
+        """The iteration's row in metrics.csv and its TensorBoard scalars."""
         if not self.run_dir:
             return
         path = self.run_dir / 'metrics.csv'
@@ -171,7 +172,6 @@ class LearnerNode(Node):
                 writer.writeheader()
             writer.writerow(metrics)
         self.tensorboard.log(self.learner.version, metrics)
-        self.checkpoint()
 
     def checkpoint(self) -> None:
         """Every version is checkpointed (the initial one too); every checkpoint_every-th and the newest are kept."""

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
-from mfpg_ros.core.codec import CodecError, build_model, decode_episode, encode_batches, encode_episode
+from mfpg_ros.core.codec import CodecError, decode_episode, encode_batches, encode_episode
 from mfpg_ros.core.episode import LOFI_POOL
 from mfpg_ros.core.learners import needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
@@ -69,7 +69,7 @@ class LofiSim(Node):
         weights = newer_weights(msg, self.contract, self.key, self.version, self.rejections)
         if weights is None:
             return
-        self.policy, self.version = NumpyPolicy(build_model(weights)), weights.version
+        self.policy, self.version = NumpyPolicy.from_state(weights.state), weights.version
         if self.pool is not None and needs_pool(self.algorithm):
             self.pool_thread.submit(self.run_pool, self.policy, self.version).add_done_callback(self.pool_finished)
         waiting, self.waiting = self.waiting, []

@@ -25,7 +25,6 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from mfpg_ros.core.codec import build_model
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.core.safety import CommandGate
 from mfpg_ros.nodes.common import ACTION, CONTROL, IDLE, LATCHED, OBSERVATION, QUIET_PUB, QUIET_SUB, WEIGHTS, \
@@ -86,7 +85,7 @@ class PolicyServer(LifecycleNode):
     def on_weights(self, msg: UInt8MultiArray) -> None:
         weights = newer_weights(msg, self.contract, self.key, self.version, self.rejections)
         if weights is not None:
-            self.policy, self.version = NumpyPolicy(build_model(weights)), weights.version
+            self.policy, self.version = NumpyPolicy.from_state(weights.state), weights.version
 
     def on_estop(self, msg: Bool) -> None:
         if msg.data and not self.estopped:
