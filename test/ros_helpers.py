@@ -85,6 +85,14 @@ def spawned(executable: str, args=(), env: dict | None = None, log_dir: str | os
         spawner.stop()
 
 
+def spin_until(executor, condition, timeout: float = 20.0) -> None:
+    """Spin a LeanExecutor until condition() holds; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'condition not reached'
+        executor.spin_once_lean(timeout_sec=0.05)
+
+
 def weights_msg(version=0, bias=None, contract=TASK.contract):
     model = ActorCritic(TASK.contract.obs_dim, TASK.contract.act_dim)
     if bias is not None:

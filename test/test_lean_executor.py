@@ -12,6 +12,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mfpg_ros.nodes.lean_executor import LeanExecutor
+from ros_helpers import spin_until
 
 
 @pytest.fixture
@@ -20,13 +21,6 @@ def context(ros_domain):
     rclpy.init(context=context, domain_id=ros_domain)
     yield context
     context.try_shutdown()
-
-
-def spin_until(executor, condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, 'condition not reached'
-        executor.spin_once_lean(timeout_sec=0.1)
 
 
 def test_timers_subscriptions_services_clients_and_guards_run(context):

@@ -1,7 +1,6 @@
 """lofi_sim's pool runs beside its replays: a replay goes out while the pool is still running, and a pool that
 fails stops the node with the error (in-process node, real DDS for what it publishes)."""
 import threading
-import time
 
 import pytest
 import rclpy
@@ -16,7 +15,7 @@ from mfpg_ros.nodes.lean_executor import LeanExecutor
 from mfpg_ros.nodes.lofi_sim import LofiSim
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
-from ros_helpers import weights_msg
+from ros_helpers import spin_until, weights_msg
 
 
 @pytest.fixture
@@ -34,13 +33,6 @@ def lofi(ros_domain):
     node.destroy_node()
     listener.destroy_node()
     rclpy.try_shutdown()
-
-
-def spin_until(executor, condition, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, 'condition not reached'
-        executor.spin_once_lean(timeout_sec=0.05)
 
 
 def hifi_segment(weights, version):
