@@ -32,7 +32,7 @@ class LeanExecutor(SingleThreadedExecutor):
     def spin(self) -> None:
         try:
             while self._context.ok() and not self._is_shutdown:
-                self._wait_and_run(None)
+                self._wait_and_run(-1)
         finally:
             self._release()
         if not self._context.ok():
@@ -45,7 +45,8 @@ class LeanExecutor(SingleThreadedExecutor):
         finally:
             self._release()
 
-    def _wait_and_run(self, timeout_ns: int | None) -> None:
+    def _wait_and_run(self, timeout_ns: int) -> None:
+        """One wake: wait (timeout_ns < 0: forever), then run every ready callback."""
         nodes = self.get_nodes()
         entities = (tuple(s for n in nodes for s in n.subscriptions), tuple(g for n in nodes for g in n.guards),
                     tuple(t for n in nodes for t in n.timers), tuple(c for n in nodes for c in n.clients),
@@ -61,7 +62,7 @@ class LeanExecutor(SingleThreadedExecutor):
             add(handle)
         for w in held.waitables:
             w.add_to_wait_set(wait_set)
-        wait_set.wait(-1 if timeout_ns is None else timeout_ns)
+        wait_set.wait(timeout_ns)
         if self._is_shutdown or not self._context.ok():
             return
         ready_waitables = [w for w in held.waitables if w.is_ready(wait_set)]
@@ -138,10 +139,11 @@ class _Held:
     def __init__(self, entities, context):
         self.entities = entities
         subs, guards, timers, clients, services, self.waitables, own = entities
-        self.stack = ExitStack()
-        for entity in (*subs, *guards, *own, *timers, *clients, *services, *self.waitables):
-            self.stack.enter_context(entity.handle if hasattr(entity, 'handle') else entity)
-        self.stack.enter_context(context.handle)
+        with ExitStack() as stack:  # a handle that fails to enter releases those entered before it
+            for entity in (*subs, *guards, *own, *timers, *clients, *services, *self.waitables):
+                stack.enter_context(entity.handle if hasattr(entity, 'handle') else entity)
+            stack.enter_context(context.handle)
+            self.stack = stack.pop_all()
         events = sum(w.get_num_entities().num_events for w in self.waitables)
         self.wait_set = ws = _rclpy.WaitSet(len(subs), len(guards) + len(own), len(timers), len(clients),
                                             len(services), events, context.handle)
