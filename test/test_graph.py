@@ -71,21 +71,24 @@ def test_graph_update_equals_the_in_process_learner(spawn, probe):
             'lofi/episodes'), 60, 'episode publishers matched')
     check = start_graph(spawn, before_learner=episode_writers_matched, **params)
     assert summaries(probe, 'metrics/summary', 1, check)[0]['lofi_timeouts'] == 0
-    probe.wait_until(lambda: len(weights) >= 2, 30, 'weights version 1', check)
-    w0, w1 = (decode_weights(m.data) for m in weights[:2])
-    assert (w0.version, w1.version) == (0, 1)
+    # Weights are latched with depth 1: a probe matched late gets version 1 only, so version 0 is checked if seen.
+    probe.wait_until(lambda: weights and decode_weights(weights[-1].data).version == 1, 30, 'weights version 1',
+                     check)
+    received = {w.version: w for w in (decode_weights(m.data) for m in weights)}
+    assert set(received) <= {0, 1}
     episodes = [e for m in (*hifi, *lofi) for e in decode_episodes(m.data)]  # lofi_sim batches its pool
     version0 = [e for e in episodes if e.policy_version == 0]
     cfg = load_config(CONFIG, **{k: v for k, v in params.items() if k in ('algo.pool_steps_per_env', 'iterations',
                                                                           'seed')})
     learner = make_learner(cfg.algo, make_task(cfg.task).contract, cfg.seed)
-    for name, value in learner.model.state_dict().items():  # same seed -> same initial weights
-        assert torch.equal(value, w0.state[name]), name
+    if 0 in received:
+        for name, value in learner.model.state_dict().items():  # same seed -> same initial weights
+            assert torch.equal(value, received[0].state[name]), name
     learner.update([e for e in version0 if e.fidelity == HIFI],
                    [e for e in version0 if e.fidelity == 'lofi_paired'],
                    [e for e in version0 if e.fidelity == 'lofi_pool'])
     for name, value in learner.model.state_dict().items():  # float32 summation order may differ slightly:
-        assert torch.allclose(value, w1.state[name], atol=1e-5), name  # Adam's first step is ~lr = 3e-3 per weight
+        assert torch.allclose(value, received[1].state[name], atol=1e-5), name  # Adam's 1st step: ~lr = 3e-3
 
 
 def test_two_namespaces_train_side_by_side_without_cross_talk(spawn, probe):

@@ -29,7 +29,7 @@ def lofi(ros_domain):
     got = []
     listener.create_subscription(UInt8MultiArray, LOFI_EPISODES,
                                  lambda msg: got.extend(decode_episodes(bytes(msg.data))), lofi_episodes_qos(100))
-    yield node, executor, got
+    yield node, listener, executor, got
     node.destroy_node()
     listener.destroy_node()
     rclpy.try_shutdown()
@@ -43,9 +43,9 @@ def hifi_segment(weights, version):
 
 
 def test_a_replay_is_published_while_the_pool_still_runs(lofi):
-    node, executor, got = lofi
+    node, listener, executor, got = lofi
     spin_until(executor, lambda: node.episode_pub.get_subscription_count() == 1)
-    hifi_pub = executor.get_nodes()[1].create_publisher(UInt8MultiArray, HIFI_EPISODES, EPISODES_IN)
+    hifi_pub = listener.create_publisher(UInt8MultiArray, HIFI_EPISODES, EPISODES_IN)
     started, release, collect = threading.Event(), threading.Event(), node.pool.collect
 
     def held_collect(*args):
@@ -65,7 +65,7 @@ def test_a_replay_is_published_while_the_pool_still_runs(lofi):
 
 
 def test_a_failing_pool_stops_the_node_with_its_error(lofi):
-    node, executor, _ = lofi
+    node, _, executor, _ = lofi
 
     def broken_collect(*args):
         raise ValueError('physics exploded')

@@ -139,14 +139,14 @@ class _Held:
     def __init__(self, entities, context):
         self.entities = entities
         subs, guards, timers, clients, services, self.waitables, own = entities
-        with ExitStack() as stack:  # a handle that fails to enter releases those entered before it
+        with ExitStack() as stack:  # a failure below releases the handles entered so far
             for entity in (*subs, *guards, *own, *timers, *clients, *services, *self.waitables):
                 stack.enter_context(entity.handle if hasattr(entity, 'handle') else entity)
             stack.enter_context(context.handle)
+            events = sum(w.get_num_entities().num_events for w in self.waitables)
+            self.wait_set = ws = _rclpy.WaitSet(len(subs), len(guards) + len(own), len(timers), len(clients),
+                                                len(services), events, context.handle)
             self.stack = stack.pop_all()
-        events = sum(w.get_num_entities().num_events for w in self.waitables)
-        self.wait_set = ws = _rclpy.WaitSet(len(subs), len(guards) + len(own), len(timers), len(clients),
-                                            len(services), events, context.handle)
         self.adds = [(add, entity.handle) for entities_, add in (
             (subs, ws.add_subscription), (guards + own, ws.add_guard_condition), (timers, ws.add_timer),
             (clients, ws.add_client), (services, ws.add_service)) for entity in entities_]
