@@ -12,7 +12,8 @@ from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
 from mfpg_ros.diagnostics_feed import DiagnosticsFeed
 from mfpg_ros.nodes.bag_recorder import RECORDED, SUMMARY
-from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, WEIGHTS, bytes_msg, msg_bytes
+from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, WEIGHTS, WEIGHTS_OUT, bytes_msg, \
+    msg_bytes
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
 
@@ -69,3 +70,34 @@ def test_recorder_writes_what_was_sent(spawn, probe, tmp_path):
             decode_episodes(payload, contract=task.contract)
     assert got == sent
     assert read_config(bag)['seed'] == 7
+
+
+def test_recorder_started_late_records_every_recent_weights_version(spawn, probe, tmp_path):
+    """The learner's weights writer keeps a short history: a recorder that matched after several versions were
+    published (slow discovery) still records each of them, in order (a depth-1 writer hands over only the last)."""
+    task = make_task('cartpole')
+    model = ActorCritic(task.contract.obs_dim, task.contract.act_dim)
+    payloads = [encode_weights(model, version=v, contract=task.contract) for v in range(3)]
+    pub = probe.publish(WEIGHTS, bytes_msg(payloads[0]), WEIGHTS_OUT, subscribers=0)  # nobody listens yet
+    for payload in payloads[1:]:
+        pub.publish(bytes_msg(payload))
+    bag = tmp_path / 'bag'
+    recorder = spawn('bag_recorder', ['--ros-args', '-p', f'bag_path:={bag}', '-p', 'topics:=["/policy/weights"]'])
+
+    def alive():
+        assert recorder.poll() is None, recorder.log_tail()
+
+    diagnostics = DiagnosticsFeed(probe)
+    probe.wait_until(lambda: diagnostics.value('/bag_recorder', 'recorded /policy/weights') >= 3, 30,
+                     'the recorder to hold the three versions', alive)
+    assert recorder.stop() == 0
+    assert [m.payload() for m in read_messages(bag)] == payloads
+
+
+def test_recorder_refuses_an_unknown_topic_cleanly(spawn, tmp_path):
+    recorder = spawn('bag_recorder', ['--ros-args', '-p', f'bag_path:={tmp_path / "bag"}',
+                                      '-p', 'topics:=["/policy/weights", "/cmd_vel"]'])
+    assert recorder.proc.wait(timeout=60) != 0
+    log = recorder.log_tail(60)
+    assert "cannot record ['/cmd_vel']" in log and 'another exception' not in log, log
+    assert not (tmp_path / 'bag').exists()

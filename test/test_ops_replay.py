@@ -91,8 +91,11 @@ def test_replay_of_a_recorded_graph_run(ros_env, spawn, probe, tmp_path, capsys)
 
     diagnostics = DiagnosticsFeed(probe)  # done once the recorder holds weights 0..3 and 3 summaries
     recorded = {'recorded /policy/weights': 4, 'recorded /metrics/summary': 3}
-    probe.wait_until(lambda: all(diagnostics.value('/bag_recorder', k) >= n for k, n in recorded.items()), 120,
-                     'the recorder to hold 3 iterations', running)
+    try:
+        probe.wait_until(lambda: all(diagnostics.value('/bag_recorder', k) >= n for k, n in recorded.items()), 120,
+                         'the recorder to hold 3 iterations', running)
+    except TimeoutError as err:  # say which stream fell short
+        raise TimeoutError(f'{err}; the recorder reports {diagnostics.latest.get("/bag_recorder")}') from err
     # Episodes reach the recorder independently of the learner: wait until its episode counts stay put for 3 s.
     seen = {'counts': None, 'since': time.monotonic()}
 

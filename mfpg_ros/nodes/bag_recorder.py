@@ -15,7 +15,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String, UInt8MultiArray
 
 from mfpg_ros.bagfile import BagWriter, offered_qos
-from mfpg_ros.nodes.common import EPISODES, EPISODES_IN, HIFI_EPISODES, LATCHED, LOFI_EPISODES, METRICS, WEIGHTS, \
+from mfpg_ros.nodes.common import EPISODES, EPISODES_IN, HIFI_EPISODES, LOFI_EPISODES, METRICS, WEIGHTS, WEIGHTS_OUT, \
     Diagnostics, run
 from mfpg_ros.nodes.params import declare_config
 
@@ -25,7 +25,7 @@ SUMMARY = f'{METRICS}/summary'
 # thousand segments), and a busy one must not overwrite one weights version with the next.
 RECORDED = {  # topic: (type, subscription QoS, QoS the publisher offers, stored in the bag for playback)
     WEIGHTS: (UInt8MultiArray, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                                          durability=DurabilityPolicy.TRANSIENT_LOCAL), LATCHED),
+                                          durability=DurabilityPolicy.TRANSIENT_LOCAL), WEIGHTS_OUT),
     HIFI_EPISODES: (UInt8MultiArray, EPISODES_IN, EPISODES),
     LOFI_EPISODES: (UInt8MultiArray, EPISODES_IN, EPISODES),
     SUMMARY: (String, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
@@ -43,15 +43,16 @@ class BagRecorder(Node):
         cfg = declare_config(self)
         bag = self.declare_parameter('bag_path', '').value
         run_dir = self.declare_parameter('run_dir', '').value
-        topics = list(self.declare_parameter('topics', list(RECORDED)).value)
-        unknown = set(topics) - set(RECORDED)
+        self.writer = None
+        topics = list(self.declare_parameter('topics', list(RECORDED)).value)  # relative (this namespace) or absolute
+        unknown = [t for t in topics if t.lstrip('/') not in RECORDED]
         if unknown:
-            raise ValueError(f'cannot record {sorted(unknown)}: known topics are {list(RECORDED)}')
+            raise ValueError(f'cannot record {unknown}: known topics are {list(RECORDED)}')
         self.path = Path(bag or Path(run_dir or '.') / f'bag_{time.strftime("%Y%m%d-%H%M%S")}')
         self.writer = BagWriter(self.path, config=cfg.to_dict())
         self.names: dict[str, str] = {}
         for topic in topics:
-            msg_type, qos, offered = RECORDED[topic]
+            msg_type, qos, offered = RECORDED[topic.lstrip('/')]
             sub = self.create_subscription(msg_type, topic, partial(self.on_message, topic), qos, raw=True)
             self.names[topic] = sub.topic_name  # as resolved in this node's namespace
             offered = offered or qos
@@ -65,8 +66,9 @@ class BagRecorder(Node):
         self.writer.write(self.names[topic], self.get_clock().now().nanoseconds, raw)
 
     def destroy_node(self) -> None:
-        self.writer.close()
-        self.get_logger().info(f'bag closed: {self.path} ({sum(self.writer.counts.values())} messages)')
+        if self.writer is not None:  # None: the constructor failed before opening the bag
+            self.writer.close()
+            self.get_logger().info(f'bag closed: {self.path} ({sum(self.writer.counts.values())} messages)')
         super().destroy_node()
 
 

@@ -29,6 +29,10 @@ ACTION = 'hifi/action'  # Float64MultiArray [seq, version, sampled action..., ep
 METRICS = 'metrics'  # namespace of per-iteration std_msgs/Float64 topics; metrics/summary is JSON
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# The learner's weights writer keeps its last few versions: a reader that matched late (slow discovery under load)
+# or lost a sample still gets every recent version -- a bag recorder needs them all; LATCHED readers keep the newest.
+WEIGHTS_OUT = QoSProfile(depth=8, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Episode streams keep their last 1000 segments for late joiners: a reader that matched late (slow discovery), a
 # restarted learner or a new lofi_sim still gets what was sent meanwhile; older versions are dropped and counted.
 EPISODES = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)

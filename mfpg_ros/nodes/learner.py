@@ -19,8 +19,8 @@ from mfpg_ros.core.bookkeeping import EpisodeReturns, IterationAssembler
 from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episodes, encode_weights
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
-from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LATCHED, LOFI_EPISODES, METRICS, QUIET_PUB, \
-    QUIET_SUB, WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
+from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LOFI_EPISODES, METRICS, QUIET_PUB, QUIET_SUB, \
+    WEIGHTS, WEIGHTS_OUT, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 from mfpg_ros.tensorboard_log import TensorBoardLog
@@ -69,7 +69,7 @@ class LearnerNode(Node):
         self.done = False
         self.csv_fields: list[str] | None = None
         self.rejections = Rejections(self)
-        self.weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS, LATCHED, **QUIET_PUB)
+        self.weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS, WEIGHTS_OUT, **QUIET_PUB)
         self.summary_pub = self.create_publisher(String, f'{METRICS}/summary', HISTORY, **QUIET_PUB)
         self.metric_pubs: dict[str, object] = {}
         self.create_subscription(UInt8MultiArray, HIFI_EPISODES, lambda m: self.on_episode(m, HIFI_EPISODES),
