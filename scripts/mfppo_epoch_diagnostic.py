@@ -1,9 +1,10 @@
 """Per-epoch gradient diagnostic for MF-PPO (docs/results.md, "Why MF-PPO rises then falls").
 
-Trains default MF-PPO in-process on a quick_extra cart-pole setting (the bench's own config: lr 1e-3, 100 HF steps
-and a 9 x 200 LF pool per iteration). At each snapshot (the first iteration that starts with >= N HF steps) a copy
-of the learner replays that iteration's update one epoch at a time (`_optimise` with n_epochs = 1: the same RNG
-streams, so the copy ends bit-identical to the real update; checked). At the start of epoch e (weights theta_e):
+Trains MF-PPO with the control variate in every epoch (`ppo.cv_epochs = 0`) in-process on a quick_extra cart-pole
+setting (the bench's own config: lr 1e-3, 100 HF steps and a 9 x 200 LF pool per iteration). At each snapshot
+(the first iteration that starts with >= N HF steps) a copy of the learner replays that iteration's update one
+epoch at a time (`_optimise` with n_epochs = 1: the same RNG streams, so the copy ends bit-identical to the real
+update; checked). At the start of epoch e (weights theta_e):
 
   g_hf    gradient (ascent) of the HF clipped surrogate mean(x_h)
   g_pair  of c * mean(x_l)            (paired LF replays)
@@ -16,7 +17,7 @@ H*, L*: reference policy gradients at theta_e from fresh on-policy batches of --
 the current critic, ratio 1, advantages normalised over the batch: learner.policy_gradient). `ref split` is the
 cosine between the two halves of the HF reference (its reliability). `step` is the actual Adam step of the epoch.
 |log r| is the mean over the iteration's HF / paired LF / pool steps at theta_e. At the end the whole update of
-default MF-PPO is compared with plain PPO (c = 0) and with cv_epochs = 1 from the same snapshot.
+that MF-PPO is compared with plain PPO (c = 0) and with cv_epochs = 1 from the same snapshot.
 
   nice -n 19 .venv/bin/python scripts/mfppo_epoch_diagnostic.py --seeds 0 1 2 --snapshots 500 2000 4000
 """
@@ -137,7 +138,8 @@ def snapshot(trainer, data, args, ref_seed):
 
 
 def run(setting, seed, args):
-    spec = run_specs(PRESETS['quick_extra'], settings=[setting], methods=['mf_ppo'], seeds=[seed])[0]
+    spec = run_specs(PRESETS['quick_extra'], settings=[setting], methods=['mf_ppo'], seeds=[seed],
+                     overrides={'algo.ppo.cv_epochs': 0})[0]  # the control variate in every epoch
     trainer, out = Trainer(load_config(spec['config']), nthread=1), []
     for target in args.snapshots:
         while trainer.hf_steps < target:

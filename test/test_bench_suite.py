@@ -2,10 +2,12 @@
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mfpg_ros.bench import report, stats
 from mfpg_ros.bench.presets import PRESETS
@@ -41,6 +43,17 @@ def test_smoke_runs_every_cell_and_resumes(smoke):
     run_suite(preset, out, workers=1, progress=False)  # everything finished: nothing reruns
     assert {p: p.stat().st_mtime_ns for p in out.glob('runs/*/*/seed*/summary.json')} == stamp
     assert (out / 'runs/cartpole_twin/darc/seed0/config.yaml').exists()
+
+
+def test_a_finished_run_made_with_another_config_is_not_reused(smoke, tmp_path):
+    out = tmp_path / 'suite'
+    shutil.copytree(smoke[0], out)
+    config = out / 'runs/cartpole_twin/mf_ppo/seed0/config.yaml'
+    stored = yaml.safe_load(config.read_text())
+    stored['config']['algo']['ppo']['cv_epochs'] = 0  # as if made before a default changed
+    config.write_text(yaml.safe_dump(stored))
+    with pytest.raises(ValueError, match=r'mf_ppo/seed0 was run with another config \(algo.ppo.cv_epochs: 0 -> 1\)'):
+        run_suite(PRESETS['smoke'], out, workers=1, progress=False)
 
 
 def test_k_times_hf_really_uses_k_times_the_hf_steps(smoke):

@@ -80,7 +80,7 @@ def test_c_zero_is_bitwise_plain_ppo(ppo):
 # ---- ppo.cv_epochs -----------------------------------------------------------------------------------------------
 def test_cv_epochs_at_or_above_n_epochs_is_the_old_update():
     ppo = {'minibatch_size': 64, 'n_epochs': 3}
-    default = PPOLearner(_cfg(ppo=ppo), TOY, 4)
+    default = PPOLearner(_cfg(ppo={**ppo, 'cv_epochs': 0}), TOY, 4)  # 0: every epoch
     others = [PPOLearner(_cfg(ppo={**ppo, 'cv_epochs': k}), TOY, 4) for k in (3, 7)]
     for it in range(2):
         m = default.update(*_toy_data(seed=it))
@@ -94,10 +94,11 @@ def test_cv_epochs_at_or_above_n_epochs_is_the_old_update():
 def test_cv_epochs_one_makes_later_epochs_plain_ppo():
     """cv_epochs = 1 is, bit for bit, the full MF-PPO update whose c is forced to 0 after the first epoch's
     minibatches (and c = 0 is plain PPO bit for bit, test_c_zero_is_bitwise_plain_ppo)."""
-    ppo, data = {'minibatch_size': 64, 'n_epochs': 3}, _toy_data(seed=3)
+    every, data = {'minibatch_size': 64, 'n_epochs': 3, 'cv_epochs': 0}, _toy_data(seed=3)
     first_epoch = 3  # 160 aligned steps in minibatches of 64
-    restricted = PPOLearner(_cfg(ppo={**ppo, 'cv_epochs': 1}), TOY, 6)
-    forced, calls = PPOLearner(_cfg(ppo=ppo), TOY, 6), []
+    restricted = PPOLearner(_cfg(ppo={**every, 'cv_epochs': 1}), TOY, 6)
+    assert PPOConfig().cv_epochs == 1  # the default
+    forced, calls = PPOLearner(_cfg(ppo=every), TOY, 6), []
     coefficient = forced._coefficient
 
     def first_epoch_only(*args):
@@ -111,7 +112,7 @@ def test_cv_epochs_one_makes_later_epochs_plain_ppo():
     assert torch.equal(_weights(restricted), _weights(forced))
     assert m['n_updates'] == 3 * first_epoch and m['c'] == np.mean(calls[:first_epoch])  # c: the CV epoch's
     # ...and the first epoch did use the control variate, the later ones did not
-    for other in (PPOLearner(_cfg(ppo=ppo), TOY, 6), PPOLearner(_cfg(ppo=ppo, fixed_c=0.0), TOY, 6)):
+    for other in (PPOLearner(_cfg(ppo=every), TOY, 6), PPOLearner(_cfg(ppo=every, fixed_c=0.0), TOY, 6)):
         other.update(*data)
         assert not torch.equal(_weights(restricted), _weights(other))
     with pytest.raises(ValueError):
@@ -120,7 +121,8 @@ def test_cv_epochs_one_makes_later_epochs_plain_ppo():
 # ---- ppo.cv_clip -------------------------------------------------------------------------------------------------
 def test_signed_cv_clip_has_the_same_first_gradient_and_a_trust_region_for_the_pushed_down_term():
     data = _toy_data(seed=5)
-    plain, signed = (PPOLearner(_cfg(ppo={'cv_clip': mode}, fixed_c=-0.8), TOY, 2) for mode in ('plain', 'signed'))
+    plain, signed = (PPOLearner(_cfg(ppo={'cv_clip': mode, 'cv_epochs': 0}, fixed_c=-0.8), TOY, 2)
+                     for mode in ('plain', 'signed'))
     g_plain, _ = plain.policy_gradient(*data, first_minibatch=True)
     g_signed, _ = signed.policy_gradient(*data, first_minibatch=True)
     assert torch.allclose(g_plain, g_signed, atol=1e-6) and g_plain.abs().sum() > 0  # at r = 1 the same estimator

@@ -10,6 +10,8 @@ Evaluations: deterministic (mean action), eval_episodes episodes on the HF plant
 `--set KEY=VALUE` (dotted TrainConfig keys, e.g. algo.clip_mode=separate) overrides every run's config after the
 preset and the method; the overrides are kept in each run's config.yaml and, by default, in the folder name
 (bench_out/<preset>__algo.clip_mode=separate).
+A re-run skips the finished runs, but only those whose config.yaml holds the config this code would run now
+(defaults included); a run made under other defaults stops the suite with the keys that changed.
 """
 from __future__ import annotations
 
@@ -145,6 +147,35 @@ def _summarise(history: list[dict], trainer) -> dict:
             'unstable_lf_segments': trainer.pool.unstable_count + trainer.replayer.unstable_count}
 
 
+def _flat(tree: dict, prefix: str = '') -> dict:
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {f'{prefix}{key}': value})
+    return out
+
+
+def _config_changes(stored: dict, now: dict) -> list[str]:
+    """Dotted keys whose values differ (NaN equals NaN), as 'key: old -> new'."""
+    def same(x, y) -> bool:
+        return x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
+    a, b = _flat(stored), _flat(now)
+    return [f'{k}: {a.get(k)} -> {b.get(k)}' for k in sorted(a.keys() | b.keys()) if not same(a.get(k), b.get(k))]
+
+
+def _refuse_stale(out: Path, done: list[dict]) -> None:
+    """A finished run is reused only if it was made with the config this code would run now (defaults included):
+    results of an older default must not pass for the current one."""
+    import yaml
+
+    from mfpg_ros.core.config import load_config
+    for spec in done:
+        stored = yaml.safe_load((run_dir(out, spec) / 'config.yaml').read_text())['config']
+        changes = _config_changes(stored, _plain(load_config(spec['config']).to_dict()))
+        if changes:
+            raise ValueError(f'{run_dir(out, spec)} was run with another config ({"; ".join(changes[:3])}): '
+                             'the code or its defaults changed since; use another --out or delete the old runs')
+
+
 def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -192,7 +223,9 @@ def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, method
                                   'methods': sorted({s['method'] for s in specs}),
                                   'seeds': sorted({s['seed'] for s in specs}), 'overrides': dict(overrides or {})},
                                  indent=1))
-    todo = sorted((s for s in specs if not (run_dir(out, s) / 'summary.json').exists()), key=_cost, reverse=True)
+    done = [s for s in specs if (run_dir(out, s) / 'summary.json').exists()]
+    _refuse_stale(out, done)
+    todo = sorted((s for s in specs if s not in done), key=_cost, reverse=True)
     from tqdm import tqdm
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f'suite {preset.name}', unit='run',
                disable=not progress, smoothing=0.05)

@@ -43,7 +43,9 @@ class PPOConfig:
     value_clip_range: float = 0.2
     target_kl: float | None = None  # stop the epochs early once the HF approx KL exceeds 1.5 * target_kl
     pool_minibatch_size: int = 0  # LF pool steps per minibatch (MF-PPO); 0: each epoch splits the pool evenly
-    cv_epochs: int = 0  # MF-PPO: the first cv_epochs epochs use the control variate, later ones plain PPO; 0: all
+    # MF-PPO: the first cv_epochs epochs use the control variate, later ones plain PPO on HF; 0: every epoch. One by
+    # default: its mean is ~0 only before a sample moved theta; later on it shrinks the std (docs/mf_ppo.md §4)
+    cv_epochs: int = 1
     # MF-PPO: 'plain' clips the LF surrogates as PPO does and weights them by c and -c afterwards; 'signed' clips
     # each term with its weight inside (min(r cA, clip(r) cA)), so a term the loss pushes down keeps a trust region
     cv_clip: str = 'plain'
