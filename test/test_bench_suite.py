@@ -107,6 +107,19 @@ def test_report_parses_its_own_output(smoke, capsys, tmp_path):
         assert 0 < (tmp_path / 'fig' / name).stat().st_size < 300_000
 
 
+def test_report_on_ppo_runs_only_reports_mf_ppo(smoke, capsys, tmp_path):
+    out = tmp_path / 'ppo_only'
+    for run in smoke[0].glob('runs/*/*ppo/seed*'):
+        shutil.copytree(run, out / run.relative_to(smoke[0]))
+    assert report.main(['--out', str(out), '--figures', str(tmp_path / 'fig')]) == 0
+    text = capsys.readouterr().out
+    assert 'mf_reinforce' not in text and 'mf_ppo vs ppo over 2 settings' in text
+    row = next(line for line in text.splitlines() if line.startswith('| cartpole_twin | '))
+    rho = float(row.split('|')[2])  # the estimator statistics are MF-PPO's
+    assert -1 <= rho <= 1
+    assert text.strip().splitlines()[-1].split(': ')[1] != 'nan'
+
+
 def test_stats_known_answers():
     mean, half = stats.mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 * 1 / np.sqrt(3), rel=1e-3)
