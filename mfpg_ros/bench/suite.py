@@ -169,7 +169,9 @@ def _refuse_stale(out: Path, done: list[dict]) -> None:
 
     from mfpg_ros.core.config import load_config
     for spec in done:
-        stored = yaml.safe_load((run_dir(out, spec) / 'config.yaml').read_text())['config']
+        config = run_dir(out, spec) / 'config.yaml'
+        stored = (yaml.safe_load(config.read_text()) if config.exists() else None) or {}
+        stored = stored.get('config', {})  # a run without its config counts as changed in every key
         changes = _config_changes(stored, _plain(load_config(spec['config']).to_dict()))
         if changes:
             raise ValueError(f'{run_dir(out, spec)} was run with another config ({"; ".join(changes[:3])}): '
