@@ -65,7 +65,8 @@ class HifiInterface(Node):
         self.last_stamp: int | None = None  # newest joint_states header stamp, ns
         self.episodes = self.segments = self.stale_actions = self.aborted = self.idle_ticks = 0
         self.clock_jumps_back = self.rewind_aborts = 0
-        self.episode_start, self.last_episode_s = 0, float('nan')  # node clock (sim time under use_sim_time), ns
+        # episode duration from the plant's joint_states stamps (its own time; /clock may lag them), ns
+        self.episode_start, self.last_episode_s = 0, float('nan')
         self.rejections = Rejections(self)
 
         self.obs_pub = self.create_publisher(Float64MultiArray, OBSERVATION, CONTROL, **QUIET_PUB)
@@ -137,7 +138,7 @@ class HifiInterface(Node):
         self.publish_segments(segments)
         if over:
             self.episodes += 1
-            self.last_episode_s = (self.get_clock().now().nanoseconds - self.episode_start) / 1e9
+            self.last_episode_s = (self.last_stamp - self.episode_start) / 1e9
             self.request_reset()
         else:
             self.continue_or_pause()
@@ -249,7 +250,7 @@ class HifiInterface(Node):
 
     def start_episode(self) -> None:
         self.recorder.start_episode(*self.pending_state)
-        self.episode_start = self.get_clock().now().nanoseconds
+        self.episode_start = self.last_stamp  # the stamp of the start state (pending_state came with it)
         self.continue_or_pause()
 
     def continue_or_pause(self) -> None:
