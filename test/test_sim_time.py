@@ -132,7 +132,7 @@ def test_hifi_side_runs_on_sim_time_and_keeps_reporting_while_it_stands_still(sp
     assert sum(len(s) for s in segments) == budget
     finished = [s for s in segments if s.terminated]
     if finished and int(values['episodes']) == len(finished):  # its duration in sim time: steps x period
-        assert abs(float(values["last_episode_s"]) - len(finished[-1]) * TASK.dt) <= TASK.dt + 1e-3
+        assert abs(float(values['last_episode_s']) - len(finished[-1]) * TASK.dt) <= TASK.dt + 1e-3
 
 
 @pytest.mark.parametrize('server', [{'use_sim_time': True}], indirect=True)
