@@ -169,9 +169,8 @@ def _refuse_stale(out: Path, done: list[dict]) -> None:
 
     from mfpg_ros.core.config import load_config
     for spec in done:
-        config = run_dir(out, spec) / 'config.yaml'
-        stored = (yaml.safe_load(config.read_text()) if config.exists() else None) or {}
-        stored = stored.get('config', {})  # a run without its config counts as changed in every key
+        config = run_dir(out, spec) / 'config.yaml'  # a run without one counts as changed in every key
+        stored = ((yaml.safe_load(config.read_text()) if config.exists() else None) or {}).get('config', {})
         changes = _config_changes(stored, _plain(load_config(spec['config']).to_dict()))
         if changes:
             raise ValueError(f'{run_dir(out, spec)} was run with another config ({"; ".join(changes[:3])}): '
@@ -225,9 +224,9 @@ def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, method
                                   'methods': sorted({s['method'] for s in specs}),
                                   'seeds': sorted({s['seed'] for s in specs}), 'overrides': dict(overrides or {})},
                                  indent=1))
-    done = [s for s in specs if (run_dir(out, s) / 'summary.json').exists()]
-    _refuse_stale(out, done)
-    todo = sorted((s for s in specs if s not in done), key=_cost, reverse=True)
+    finished = [(run_dir(out, s) / 'summary.json').exists() for s in specs]
+    _refuse_stale(out, [s for s, f in zip(specs, finished) if f])
+    todo = sorted((s for s, f in zip(specs, finished) if not f), key=_cost, reverse=True)
     from tqdm import tqdm
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f'suite {preset.name}', unit='run',
                disable=not progress, smoothing=0.05)
