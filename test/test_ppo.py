@@ -1,5 +1,6 @@
 """PPO / MF-PPO (mfpg_ros/core/ppo.py): c = 0 is plain PPO bit for bit; the first-minibatch MF gradient is unbiased
 on a closed-form linear-Gaussian problem and has lower variance at a good c; metrics, checkpoints, config, factory."""
+import copy
 import math
 
 import numpy as np
@@ -61,7 +62,8 @@ def _weights(learner):
 # ---- c = 0 is plain PPO ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('ppo', [{'minibatch_size': 32, 'n_epochs': 4},
                                  {'minibatch_size': 48, 'n_epochs': 3, 'normalize_advantage': False,
-                                  'clip_value': True, 'gae_lambda': 1.0}])
+                                  'clip_value': True, 'gae_lambda': 1.0},
+                                 {'minibatch_size': 32, 'n_epochs': 3, 'cv_epochs': 0, 'cv_policy': 'rollout'}])
 def test_c_zero_is_bitwise_plain_ppo(ppo):
     mf, plain = PPOLearner(_cfg('mf_ppo', ppo, fixed_c=0.0), TOY, 5), PPOLearner(_cfg('ppo', ppo), TOY, 5)
     for it in range(2):
@@ -117,6 +119,39 @@ def test_cv_epochs_one_makes_later_epochs_plain_ppo():
         assert not torch.equal(_weights(restricted), _weights(other))
     with pytest.raises(ValueError):
         PPOConfig(cv_epochs=-1)
+
+# ---- ppo.cv_policy -----------------------------------------------------------------------------------------------
+def test_rollout_cv_policy_is_the_same_first_gradient_and_then_a_fixed_vector():
+    data = _toy_data(seed=7)
+    current, rollout = (PPOLearner(_cfg(ppo={'cv_epochs': 0, 'cv_policy': mode}, fixed_c=-0.8), TOY, 3)
+                        for mode in ('current', 'rollout'))
+    g_current, _ = current.policy_gradient(*data, first_minibatch=True)
+    g_rollout, _ = rollout.policy_gradient(*data, first_minibatch=True)
+    assert torch.allclose(g_current, g_rollout, atol=1e-6) and g_current.abs().sum() > 0  # ratio 1: one estimator
+    # Inside an update the LF terms' gradient is taken at the rollout weights, wherever the minibatch's weights are.
+    batch, _ = rollout._batch(*data)
+    idx, pool_idx = torch.arange(40), torch.arange(150)
+    rollout._anchor = copy.deepcopy(rollout.model)
+    actor = [q for n, q in rollout.model.named_parameters() if not n.startswith('vf.')]
+
+    def lf_gradient():
+        return torch.cat([g.flatten() for g in torch.autograd.grad(rollout._rollout_cv(batch, idx, pool_idx, -0.8),
+                                                                   actor)])
+    at_rollout = lf_gradient()
+    with torch.no_grad():
+        for q in actor:
+            q.add_(0.3 * torch.randn_like(q))
+    assert torch.equal(lf_gradient(), at_rollout)
+    rollout._anchor = None  # outside an update: at the weights now, which have moved
+    assert not torch.allclose(lf_gradient(), at_rollout)
+    expected = torch.autograd.grad(0.8 * ((batch.lf.advantages[idx] * rollout.model.log_prob(
+        batch.lf.obs[idx], batch.lf.actions[idx])).mean() - (batch.pool.advantages[pool_idx] * rollout.model.log_prob(
+            batch.pool.obs[pool_idx], batch.pool.actions[pool_idx])).mean()), actor)
+    assert torch.allclose(lf_gradient(), torch.cat([g.flatten() for g in expected]), atol=1e-6)
+    for bad in ({'cv_policy': 'old'}, {'cv_policy': 'rollout', 'cv_clip': 'signed'}):
+        with pytest.raises(ValueError):
+            PPOConfig(**bad)
+
 
 # ---- ppo.cv_clip -------------------------------------------------------------------------------------------------
 def test_signed_cv_clip_has_the_same_first_gradient_and_a_trust_region_for_the_pushed_down_term():

@@ -1,7 +1,11 @@
-"""`mfpg bench variance`: policy-gradient variance of HF-only REINFORCE vs MF-REINFORCE at one policy snapshot.
+"""`mfpg bench variance`: policy-gradient variance and bias of HF-only REINFORCE vs MF-REINFORCE at one policy
+snapshot (the initial policy, or a checkpoint's with --checkpoint).
 
 Each trial draws a fresh HF batch (on the shifted plant), its paired LF replays and an independent LF pool, and
-computes both estimators' gradients from the same HF data. Variance = trace of the covariance over trials.
+computes three gradients from the same HF data: HF-only (every HF step), MF with c = 0 (the HF steps that the
+pairing keeps, i.e. each HF segment cut to its LF replay's length) and MF. Variance = trace of the covariance over
+trials. Bias = the mean of the per-trial differences to HF-only, an unbiased reference: its squared norm over its
+own noise level (tr Cov / trials) is about 1 when the means agree and grows with trials when they do not.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import numpy as np
 import torch
 
 from mfpg_ros.core.algorithms import Learner
-from mfpg_ros.core.config import AlgoConfig
+from mfpg_ros.core.checkpoint import load_checkpoint
+from mfpg_ros.core.config import AlgoConfig, EstimatorConfig
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.sim.engine import Engine
@@ -22,11 +27,29 @@ DEFAULT_SHIFT = {'Hopper-v5': 'hopper_gravity_0.5', 'Walker2d-v5': 'walker2d_fri
                  'HalfCheetah-v5': 'halfcheetah_gravity_0.5', 'cartpole': 'cartpole_twin'}
 
 
+def bias_stats(grads: np.ndarray, reference: np.ndarray) -> dict:
+    """Mean per-trial difference to the reference estimator (trials x params each): its norm relative to the
+    reference mean's, its squared norm over tr(Cov)/trials (~1 without bias), and `progress`: the inner product of
+    the two expected gradients over the reference's squared norm, <E g, E ref> / |E ref|^2 (1 for an unbiased
+    estimator), from independent halves of the trials so that their shared HF noise does not enter."""
+    diff = grads - reference
+    mean_diff, mean_ref = diff.mean(0), reference.mean(0)
+    noise = np.var(diff, axis=0, ddof=1).sum() / len(diff)
+    a, b = slice(0, len(grads) // 2), slice(len(grads) // 2, None)
+    cross = (grads[a].mean(0) @ reference[b].mean(0) + grads[b].mean(0) @ reference[a].mean(0)) / 2
+    signal = reference[a].mean(0) @ reference[b].mean(0)
+    return {'relative': float(np.linalg.norm(mean_diff) / np.linalg.norm(mean_ref)),
+            'over_noise': float(mean_diff @ mean_diff / noise) if noise > 0 else 0.0,
+            'progress': float(cross / signal), 'signal': float(signal)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mfpg bench variance', description=__doc__)
     parser.add_argument('--task', default='Hopper-v5')
     parser.add_argument('--hifi-variant', default=None, help='default: a moderate ODRL shift of the task')
     parser.add_argument('--lofi-variant', default=None)
+    parser.add_argument('--checkpoint', default=None, help='policy, critic and c statistics from this checkpoint '
+                        '(written by mfpg train-inprocess --save or the learner node); default: a fresh policy')
     parser.add_argument('--trials', type=int, default=40)
     parser.add_argument('--hf-steps', type=int, default=100)
     parser.add_argument('--pool-envs', type=int, default=9)
@@ -37,30 +60,45 @@ def main(argv: list[str] | None = None) -> int:
     hifi_task = make_task(args.task, args.hifi_variant or DEFAULT_SHIFT.get(args.task))
     lofi_task = make_task(args.task, args.lofi_variant)
     algo = dict(hf_steps_per_iter=args.hf_steps, pool_envs=args.pool_envs, pool_steps_per_env=args.pool_steps)
-    hf_only = Learner(AlgoConfig(algorithm='reinforce', **algo), hifi_task.contract, args.seed)
-    mf = Learner(AlgoConfig(algorithm='mf_reinforce', **algo), hifi_task.contract, args.seed)
-    policy = NumpyPolicy(mf.model)
+    learners = {'hf_only': Learner(AlgoConfig(algorithm='reinforce', **algo), hifi_task.contract, args.seed),
+                'mf_c0': Learner(AlgoConfig(algorithm='mf_reinforce', estimator=EstimatorConfig(fixed_c=0.0), **algo),
+                                 hifi_task.contract, args.seed),
+                'mf': Learner(AlgoConfig(algorithm='mf_reinforce', **algo), hifi_task.contract, args.seed)}
+    if args.checkpoint:
+        for learner in learners.values():
+            load_checkpoint(learner, args.checkpoint)
+    policy = NumpyPolicy(learners['mf'].model)
     hifi = Engine(hifi_task, 1, seed=args.seed * 10 + 1, nthread=1)
     replayer = Engine(lofi_task, 1, seed=args.seed * 10 + 2)
     pool = Engine(lofi_task, args.pool_envs, seed=args.seed * 10 + 3)
 
-    grads_hf, grads_mf, rhos, cs = [], [], [], []
+    grads, rhos, cs, kept = {name: [] for name in learners}, [], [], []
     t0 = time.perf_counter()
     for _ in range(args.trials):
         hf = hifi.collect(policy, args.hf_steps, 0, HIFI)
         paired = replayer.replay(policy, hf, 0)
         lf_pool = pool.collect(policy, args.pool_steps, 0, LOFI_POOL)
-        grads_hf.append(hf_only.policy_gradient(hf)[0].numpy())
-        g, m = mf.policy_gradient(hf, paired, lf_pool)
-        grads_mf.append(g.numpy())
+        for name, learner in learners.items():
+            g, m = learner.policy_gradient(hf, paired, lf_pool) if name != 'hf_only' else learner.policy_gradient(hf)
+            grads[name].append(g.numpy())
         rhos.append(m.get('rho', 0.0))
         cs.append(m.get('c', 0.0))
+        kept.append(m['n_aligned'] / sum(len(e) for e in hf if not e.aborted))
     seconds = time.perf_counter() - t0
-    var_hf = float(np.var(np.stack(grads_hf), axis=0, ddof=1).sum())
-    var_mf = float(np.var(np.stack(grads_mf), axis=0, ddof=1).sum())
+    g = {name: np.stack(rows) for name, rows in grads.items()}
+    var = {name: float(np.var(rows, axis=0, ddof=1).sum()) for name, rows in g.items()}
     print(f'task {args.task}: HF {hifi_task.variant or "nominal"} vs LF {lofi_task.variant or "nominal"}, '
-          f'{args.trials} trials of {args.hf_steps} HF + {args.pool_envs}x{args.pool_steps} LF steps ({seconds:.1f} s)')
-    print(f'per-step surrogate rho: mean {np.mean(rhos):.3f} (min {np.min(rhos):.3f}); c: mean {np.mean(cs):+.3f}')
-    print(f'gradient variance (trace): hf_only {var_hf:.4g}  mf {var_mf:.4g}')
-    print(f'mf_vs_hf_gradient_variance: {var_mf / var_hf:.3f}')
+          f'{args.trials} trials of {args.hf_steps} HF + {args.pool_envs}x{args.pool_steps} LF steps ({seconds:.1f} s)'
+          f'{", policy from " + args.checkpoint if args.checkpoint else ""}')
+    print(f'per-step surrogate rho: mean {np.mean(rhos):.3f} (min {np.min(rhos):.3f}); c: mean {np.mean(cs):+.3f}; '
+          f'HF steps kept by the pairing: {np.mean(kept):.1%} (min {np.min(kept):.1%})')
+    print(f'gradient variance (trace): hf_only {var["hf_only"]:.4g}  mf {var["mf"]:.4g}')
+    for name in ('mf_c0', 'mf'):
+        b = bias_stats(g[name], g['hf_only'])
+        print(f'bias vs hf_only, {name}: |mean diff| / |mean hf_only| {b["relative"]:.3f}, '
+              f'|mean diff|^2 / noise {b["over_noise"]:.1f} (~1 if unbiased), progress {b["progress"]:.2f} '
+              '(1 if unbiased)')
+    print(f'HF-only expected gradient: split-half <mean A, mean B> {b["signal"]:.4g}, per-half noise level '
+          f'{var["hf_only"] / (args.trials // 2):.4g} (tr Cov / trials per half)')
+    print(f'mf_vs_hf_gradient_variance: {var["mf"] / var["hf_only"]:.3f}')
     return 0

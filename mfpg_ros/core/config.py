@@ -49,6 +49,10 @@ class PPOConfig:
     # MF-PPO: 'plain' clips the LF surrogates as PPO does and weights them by c and -c afterwards; 'signed' clips
     # each term with its weight inside (min(r cA, clip(r) cA)), so a term the loss pushes down keeps a trust region
     cv_clip: str = 'plain'
+    # MF-PPO: where the LF terms' gradients are taken. 'current': at the minibatch's weights, ratios and clipping as
+    # for HF. 'rollout': at the weights that collected the data (ratio 1), so each minibatch's correction is a fixed
+    # vector with mean ~0 in every epoch (docs/mf_ppo.md §4)
+    cv_policy: str = 'current'
 
     def __post_init__(self):
         self.target_kl = _optional(self.target_kl)
@@ -56,6 +60,11 @@ class PPOConfig:
             raise ValueError(f'ppo.cv_epochs must be >= 0 (0: every epoch), not {self.cv_epochs}')
         if self.cv_clip not in ('plain', 'signed'):
             raise ValueError(f"ppo.cv_clip must be 'plain' or 'signed', not {self.cv_clip!r}")
+        if self.cv_policy not in ('current', 'rollout'):
+            raise ValueError(f"ppo.cv_policy must be 'current' or 'rollout', not {self.cv_policy!r}")
+        if self.cv_policy == 'rollout' and self.cv_clip != 'plain':
+            raise ValueError("ppo.cv_policy 'rollout' takes the LF gradients at ratio 1, where nothing is clipped: "
+                             "use it with cv_clip 'plain'")
 
 
 @dataclass

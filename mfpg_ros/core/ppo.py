@@ -78,6 +78,7 @@ class PPOLearner:
         self.minibatch_rng = np.random.default_rng([seed, 11])  # HF/pair minibatch order: the same as plain PPO's
         self.pool_rng = np.random.default_rng([seed, 13])  # pool slices: separate, so c = 0 stays plain PPO
         self.version = 0
+        self._anchor = None  # during an update with ppo.cv_policy 'rollout': a copy of the rollout weights
 
     # ---- one iteration -------------------------------------------------------------------------------------
     def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
@@ -201,10 +202,23 @@ class PPOLearner:
         info.update(stats, c=c, lf_clip_fraction=_ratio_stats(ratio_l, p.clip_range)['clip_fraction'],
                     var_without_cv=var_without, var_with_cv=var_with,
                     var_ratio=var_with / var_without if var_without > 0 else 1.0)
+        if p.cv_policy == 'rollout':
+            return est.mf_policy_loss(x_h, x_h[:0], x_h[:0], 0.0) + self._rollout_cv(batch, idx, pool_idx, c), info
         if p.cv_clip == 'signed' and c != 0.0:  # the same gradient at r = 1; each term clipped with its sign
             return est.mf_policy_loss(x_h, self._clipped(ratio_l, c * adv_l),
                                       -self._clipped(ratio_mu, -c * adv_mu), 1.0), info
         return est.mf_policy_loss(x_h, x_l, x_mu, c), info
+
+    def _rollout_cv(self, batch: Batch, idx: torch.Tensor, pool_idx: torch.Tensor, c: float) -> torch.Tensor:
+        """-c (mean x_l - mean x_pool) with its gradient taken at the rollout weights (every ratio 1: the gradient
+        is that of A log pi), as the linear loss -<g, theta> whose gradient is that fixed vector."""
+        model = self.model if self._anchor is None else self._anchor  # None: outside an update, at the weights now
+        terms = [(part.advantages[i] * model.log_prob(part.obs[i], part.actions[i])).mean()
+                 for part, i in ((batch.lf, idx), (batch.pool, pool_idx))]
+        anchor = [q for n, q in model.named_parameters() if not n.startswith('vf.')]
+        grads = torch.autograd.grad(c * (terms[0] - terms[1]), anchor, allow_unused=True)
+        actor = [q for n, q in self.model.named_parameters() if not n.startswith('vf.')]
+        return -sum((g * q).sum() for g, q in zip(grads, actor) if g is not None)
 
     def _coefficient(self, x_h: torch.Tensor, x_l: torch.Tensor, coef: est.Coefficient) -> tuple[float, dict]:
         """c from this minibatch's paired surrogates, with the REINFORCE learner's EMA / clamp / fixed_c rules."""
@@ -233,6 +247,7 @@ class PPOLearner:
     # ---- the epochs ----------------------------------------------------------------------------------------
     def _optimise(self, batch: Batch) -> dict:
         p, log = self.cfg.ppo, collections.defaultdict(list)
+        self._anchor = copy.deepcopy(self.model) if p.cv_policy == 'rollout' else None  # the rollout weights
         epochs = 0
         for epoch in range(p.n_epochs):
             epochs += 1
@@ -250,6 +265,7 @@ class PPOLearner:
                     log[key].append(value)
             if p.target_kl is not None and np.mean(log['approx_kl'][kl_before:]) > 1.5 * p.target_kl:
                 break
+        self._anchor = None
         metrics = {**_SKIPPED, 'skipped': 0.0}
         metrics.update({key: float(np.mean(values)) for key, values in log.items()})
         metrics.update(n_updates=len(log['policy_loss']), epochs=epochs, c_last=log['c'][-1] if log['c'] else 0.0,
