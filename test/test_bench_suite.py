@@ -13,7 +13,7 @@ from mfpg_ros.bench import report, stats
 from mfpg_ros.bench.presets import PRESETS
 from mfpg_ros.bench.suite import run_specs, run_suite
 from mfpg_ros.core.baselines import CorrectionModel, DomainClassifiers, LatentDynamics
-from mfpg_ros.core.config import OffDynamicsConfig
+from mfpg_ros.core.config import OffDynamicsConfig, PPOConfig
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.episode import Episode
 
@@ -65,7 +65,12 @@ def test_k_times_hf_really_uses_k_times_the_hf_steps(smoke):
             assert s['iterations'] == base['iterations']  # same number of updates ...
             assert s['hf_steps'] == 10 * base['hf_steps'] == 10 * PRESETS['smoke'].budget('*').hf_steps  # ... 10x data
     specs = {s['method']: s for s in run_specs(PRESETS['smoke'], ['cartpole_twin'], seeds=[0],
-                                               methods=['reinforce', 'reinforce_15x'])}
+                                               methods=['reinforce', 'reinforce_15x', 'ppo', 'ppo_10x'])}
+    ppo, ppo_10x = specs['ppo']['config'], specs['ppo_10x']['config']
+    assert ppo_10x['iterations'] == ppo['iterations'] and ppo_10x['algo']['lr'] == ppo['algo']['lr']
+    assert ppo_10x['algo']['hf_steps_per_iter'] == 10 * ppo['algo']['hf_steps_per_iter']
+    assert ppo_10x['algo']['ppo']['minibatch_size'] == 10 * PPOConfig().minibatch_size  # as many gradient steps
+    assert 'minibatch_size' not in ppo['algo'].get('ppo', {})
     paper = specs['reinforce_15x']['config']
     assert paper['algo']['hf_steps_per_iter'] == 3072
     assert paper['algo']['lr'] == pytest.approx(specs['reinforce']['config']['algo']['lr'] * 9 / 7)
