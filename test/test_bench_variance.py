@@ -36,7 +36,8 @@ def test_variance_runs_at_a_checkpoints_policy(tmp_path, capsys):
     ckpt = tmp_path / 'cartpole.safetensors'
     assert train_inprocess.main(['--set', 'algo.pool_steps_per_env=50', 'seed=3', '--iterations', '2',
                                  '--save', str(ckpt)]) == 0
-    assert variance.main(['--task', 'cartpole', '--checkpoint', str(ckpt), '--trials', '6', '--pool-steps', '50']) == 0
+    assert variance.main(['--setting', 'cartpole_twin', '--checkpoint', str(ckpt), '--trials', '6',
+                          '--pool-steps', '50']) == 0
     out = capsys.readouterr().out
     assert f'policy from {ckpt}' in out
     assert 'bias vs hf_only, mf:' in out and 'HF steps kept by the pairing' in out

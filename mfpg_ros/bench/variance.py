@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from mfpg_ros.bench.settings import SETTINGS
 from mfpg_ros.core.algorithms import Learner
 from mfpg_ros.core.checkpoint import load_checkpoint
 from mfpg_ros.core.config import AlgoConfig, EstimatorConfig
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--task', default='Hopper-v5')
     parser.add_argument('--hifi-variant', default=None, help='default: a moderate ODRL shift of the task')
     parser.add_argument('--lofi-variant', default=None)
+    parser.add_argument('--setting', choices=sorted(SETTINGS), default=None,
+                        help="a benchmark setting's task and HF/LF variants (instead of the three options above)")
     parser.add_argument('--checkpoint', default=None, help='policy, critic and c statistics from this checkpoint '
                         '(written by mfpg train-inprocess --save or the learner node); default: a fresh policy')
     parser.add_argument('--trials', type=int, default=40)
@@ -57,8 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    hifi_task = make_task(args.task, args.hifi_variant or DEFAULT_SHIFT.get(args.task))
-    lofi_task = make_task(args.task, args.lofi_variant)
+    if args.setting:
+        setting = SETTINGS[args.setting]
+        args.task, hifi_task, lofi_task = setting.task, make_task(setting.task, setting.hifi), \
+            make_task(setting.task, setting.lofi)
+    else:
+        hifi_task = make_task(args.task, args.hifi_variant or DEFAULT_SHIFT.get(args.task))
+        lofi_task = make_task(args.task, args.lofi_variant)
     algo = dict(hf_steps_per_iter=args.hf_steps, pool_envs=args.pool_envs, pool_steps_per_env=args.pool_steps)
     learners = {'hf_only': Learner(AlgoConfig(algorithm='reinforce', **algo), hifi_task.contract, args.seed),
                 'mf_c0': Learner(AlgoConfig(algorithm='mf_reinforce', estimator=EstimatorConfig(fixed_c=0.0), **algo),
