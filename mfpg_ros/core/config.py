@@ -51,7 +51,7 @@ class PPOConfig:
     cv_clip: str = 'plain'
     # MF-PPO: where the LF terms' gradients are taken. 'current': at the minibatch's weights, ratios and clipping as
     # for HF. 'rollout': at the weights that collected the data (ratio 1), so each minibatch's correction is a fixed
-    # vector with mean ~0 in every epoch (docs/mf_ppo.md §4)
+    # vector in every epoch, nothing in it fitted to its own samples (docs/mf_ppo.md §4)
     cv_policy: str = 'current'
 
     def __post_init__(self):
