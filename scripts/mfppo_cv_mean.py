@@ -42,8 +42,8 @@ def main() -> None:
     hifi_task, lofi_task = make_task(cfg.task, cfg.hifi_variant), make_task(cfg.task, cfg.lofi_variant)
     mf = PPOLearner(algo, hifi_task.contract, args.seed)
     ppo = PPOLearner(dataclasses.replace(algo, algorithm='ppo'), hifi_task.contract, args.seed)
-    for learner in (mf, ppo):
-        if args.checkpoint:
+    if args.checkpoint:
+        for learner in (mf, ppo):
             load_checkpoint(learner, args.checkpoint)
     policy = NumpyPolicy(mf.model)
     hifi = Engine(hifi_task, 1, seed=args.seed * 10 + 1, nthread=1)

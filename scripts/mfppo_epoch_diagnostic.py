@@ -41,7 +41,7 @@ from mfpg_ros.trainer import Trainer
 
 
 def actor(learner):
-    return [p for n, p in learner.model.named_parameters() if not n.startswith('vf.')]
+    return learner.model.actor_parameters()
 
 
 def flat_grad(value, params):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from mfpg_ros.core.config import PPOConfig
+from mfpg_ros.core.config import PPO_ALGORITHMS, PPOConfig
 
 # PAR's reward-penalty scale per robot in the released configs (notes §3.3); ours for the small tasks
 PAR_BETA = {'hopper': 0.5, 'walker2d': 0.1, 'halfcheetah': 1.0}
@@ -41,7 +41,7 @@ class Method:
         batch = self.batch or self.hf_multiplier * base_batch
         algo.update(copy.deepcopy(self.algo), algorithm=self.algorithm, hf_steps_per_iter=batch)
         algo['lr'] = algo.get('lr', 7e-4) * self.lr_scale
-        if self.algorithm in ('ppo', 'mf_ppo') and batch != base_batch:  # as many minibatch steps, on more data
+        if self.algorithm in PPO_ALGORITHMS and batch != base_batch:  # as many minibatch steps, on more data
             ppo = algo.setdefault('ppo', {})
             ppo['minibatch_size'] = ppo.get('minibatch_size', PPOConfig.minibatch_size) * batch // base_batch
         if self.algorithm == 'par':

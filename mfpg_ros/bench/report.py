@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mfpg_ros.bench import stats
-from mfpg_ros.bench.methods import METHODS
+from mfpg_ros.bench.methods import HF_ONLY, METHODS, REFERENCE
 from mfpg_ros.bench.settings import SETTINGS
 
 BEGIN, END = '<!-- bench-report:begin -->', '<!-- bench-report:end -->'
@@ -28,12 +28,12 @@ GAP_ORDER = {'mild': 0, 'moderate': 1, 'large': 2, 'drastic': 3}
 
 
 def reference(method: str) -> str:
-    return 'ppo' if method == 'mf_ppo' else 'reinforce'
+    return HF_ONLY.get(method, REFERENCE)
 
 
 def mf_methods(results: dict) -> list[str]:
     """The multi-fidelity methods present, REINFORCE's first (the headline)."""
-    return [m for m in ('mf_reinforce', 'mf_ppo') if any(m in r for r in results.values())]
+    return [m for m in HF_ONLY if any(m in r for r in results.values())]
 
 
 def load(out: Path) -> tuple[list[dict], list[dict]]:

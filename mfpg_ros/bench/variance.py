@@ -101,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f'per-step surrogate rho: mean {np.mean(rhos):.3f} (min {np.min(rhos):.3f}); c: mean {np.mean(cs):+.3f}; '
           f'HF steps kept by the pairing: {np.mean(kept):.1%} (min {np.min(kept):.1%})')
     print(f'gradient variance (trace): hf_only {var["hf_only"]:.4g}  mf {var["mf"]:.4g}')
-    for name in ('mf_c0', 'mf'):
-        b = bias_stats(g[name], g['hf_only'])
+    bias = {name: bias_stats(g[name], g['hf_only']) for name in ('mf_c0', 'mf')}
+    for name, b in bias.items():
         print(f'bias vs hf_only, {name}: |mean diff| / |mean hf_only| {b["relative"]:.3f}, '
               f'|mean diff|^2 / noise {b["over_noise"]:.1f} (~1 if unbiased), progress {b["progress"]:.2f} '
               '(1 if unbiased)')
-    print(f'HF-only expected gradient: split-half <mean A, mean B> {b["signal"]:.4g}, per-half noise level '
+    print(f'HF-only expected gradient: split-half <mean A, mean B> {bias["mf"]["signal"]:.4g}, per-half noise level '
           f'{var["hf_only"] / (args.trials // 2):.4g} (tr Cov / trials per half)')
     print(f'mf_vs_hf_gradient_variance: {var["mf"] / var["hf_only"]:.3f}')
     return 0

@@ -52,7 +52,7 @@ class Learner:
     def policy_gradient(self, hifi, paired=(), pool=()) -> tuple[torch.Tensor, dict]:
         """The policy-gradient estimate (flattened over actor parameters) this data would give; no step taken."""
         policy_loss, _, metrics = self._policy_loss(*([e for e in g if not e.aborted] for g in (hifi, paired, pool)))
-        actor = [p for n, p in self.model.named_parameters() if not n.startswith('vf.')]
+        actor = self.model.actor_parameters()
         grads = torch.autograd.grad(policy_loss, actor, allow_unused=True)
         return -torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, actor)]), \
             metrics
@@ -86,8 +86,7 @@ class Learner:
     def _clip_gradients(self) -> dict:
         """Clip per `clip_mode`; returns the pre-clip norms: total, policy parameters (pi + log_std), value (vf,
         incl. vf_coef). The policy loss reaches only the policy parameters and the value loss only vf."""
-        policy = [p for n, p in self.model.named_parameters() if not n.startswith('vf.')]
-        value = [p for n, p in self.model.named_parameters() if n.startswith('vf.')]
+        policy, value = self.model.actor_parameters(), list(self.model.vf.parameters())
         with torch.no_grad():
             g_pi, g_vf = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in group
                                                                 if p.grad is not None] or [torch.zeros(())]))

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 ALGORITHMS = ('mf_reinforce', 'reinforce', 'lf_reinforce', 'mf_ppo', 'ppo', 'darc', 'par')
+PPO_ALGORITHMS = ('ppo', 'mf_ppo')  # the algorithms core/ppo.py runs
 CLIP_MODES = ('joint', 'separate')
 
 

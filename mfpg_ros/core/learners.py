@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from mfpg_ros.core.algorithms import Learner
 from mfpg_ros.core.baselines import OFF_DYNAMICS_LEARNERS
-from mfpg_ros.core.config import AlgoConfig
+from mfpg_ros.core.config import PPO_ALGORITHMS, AlgoConfig
 from mfpg_ros.core.contract import Contract
-from mfpg_ros.core.ppo import PPO_ALGORITHMS, PPOLearner
+from mfpg_ros.core.ppo import PPOLearner
 
 
 def make_learner(cfg: AlgoConfig, contract: Contract, seed: int = 0) -> Learner | PPOLearner:

@@ -47,6 +47,10 @@ class ActorCritic(nn.Module):
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.log_prob(obs, actions)
 
+    def actor_parameters(self) -> list[torch.nn.Parameter]:
+        """The policy's parameters (log_std first, then pi), in named_parameters order; the critic's are vf.*"""
+        return [p for n, p in self.named_parameters() if not n.startswith('vf.')]
+
     def arch(self) -> dict:
         return {'obs_dim': self.obs_dim, 'act_dim': self.act_dim, 'hidden': list(self.hidden)}
 

@@ -18,11 +18,9 @@ import torch
 
 from mfpg_ros.core import estimator as est
 from mfpg_ros.core.algorithms import seeded_model
-from mfpg_ros.core.config import AlgoConfig
+from mfpg_ros.core.config import PPO_ALGORITHMS, AlgoConfig
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.episode import Episode
-
-PPO_ALGORITHMS = ('ppo', 'mf_ppo')
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> np.ndarray:
@@ -107,7 +105,7 @@ class PPOLearner:
             idx, pool_idx = torch.arange(len(batch.hf)), torch.arange(len(batch.pool))
         policy_loss, info = self._policy_loss(batch, idx, pool_idx, copy.deepcopy(self.coef))
         metrics.update(info)
-        actor = [p for n, p in self.model.named_parameters() if not n.startswith('vf.')]
+        actor = self.model.actor_parameters()
         grads = torch.autograd.grad(policy_loss, actor, allow_unused=True)
         return -torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, actor)]), \
             metrics
@@ -215,10 +213,8 @@ class PPOLearner:
         model = self.model if self._anchor is None else self._anchor  # None: outside an update, at the weights now
         terms = [(part.advantages[i] * model.log_prob(part.obs[i], part.actions[i])).mean()
                  for part, i in ((batch.lf, idx), (batch.pool, pool_idx))]
-        anchor = [q for n, q in model.named_parameters() if not n.startswith('vf.')]
-        grads = torch.autograd.grad(c * (terms[0] - terms[1]), anchor, allow_unused=True)
-        actor = [q for n, q in self.model.named_parameters() if not n.startswith('vf.')]
-        return -sum((g * q).sum() for g, q in zip(grads, actor) if g is not None)
+        grads = torch.autograd.grad(c * (terms[0] - terms[1]), model.actor_parameters(), allow_unused=True)
+        return -sum((g * q).sum() for g, q in zip(grads, self.model.actor_parameters()) if g is not None)
 
     def _coefficient(self, x_h: torch.Tensor, x_l: torch.Tensor, coef: est.Coefficient) -> tuple[float, dict]:
         """c from this minibatch's paired surrogates, with the REINFORCE learner's EMA / clamp / fixed_c rules."""
