@@ -16,7 +16,8 @@ import torch
 
 from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.checkpoint import load_arrays, load_checkpoint, read_extra, save_checkpoint
-from mfpg_ros.core.config import TrainConfig, load_config
+from mfpg_ros.core.config import AlgoConfig, TrainConfig, load_config
+from mfpg_ros.core.estimator import batch_horizons
 from mfpg_ros.core.episode import HIFI, LOFI_POOL, Episode
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
@@ -26,6 +27,17 @@ from mfpg_ros.sim.tasks import make_task
 
 ENGINES = ('hifi', 'pool', 'replayer', 'evaluator')
 RUN_CONTROL = ('iterations', 'eval_every', 'eval_episodes', 'target_return')  # may differ on resume
+
+
+def matched_lofi(replayer: Engine, brancher: Engine, policy, hifi: list[Episode], algo: AlgoConfig,
+                 version: int) -> tuple[list[Episode], list[Episode]]:
+    """pairing 'matched': each HF segment's replay, run on to its batch's end, and fresh rollouts from its state
+    with the same stopping rule, as many per segment as fill the pool's step budget (the replays' lengths are a
+    fair guess of theirs: the rollouts' noise is independent of both, so their mean stays exact)."""
+    horizons = batch_horizons(hifi, algo.hf_steps_per_iter)
+    paired = replayer.replay(policy, hifi, version, horizons)
+    copies = max(1, algo.pool_envs * algo.pool_steps_per_env // max(1, sum(len(r) for r in paired)))
+    return paired, brancher.branch(policy, hifi, horizons, copies, version)
 
 
 class Trainer:
@@ -50,6 +62,8 @@ class Trainer:
         algo, version = self.cfg.algo, self.learner.version
         policy = NumpyPolicy(self.learner.model)
         hifi = self.hifi.collect(policy, algo.hf_steps_per_iter, version, HIFI)
+        if algo.estimator.pairing == 'matched':
+            return hifi, *matched_lofi(self.replayer, self.pool, policy, hifi, algo, version)
         paired = self.replayer.replay(policy, hifi, version) if needs_paired(algo.algorithm) else []
         pool = self.pool.collect(policy, algo.pool_steps_per_env, version, LOFI_POOL) \
             if needs_pool(algo.algorithm) else []

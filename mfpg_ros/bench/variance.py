@@ -18,11 +18,12 @@ import torch
 from mfpg_ros.bench.settings import SETTINGS
 from mfpg_ros.core.algorithms import Learner
 from mfpg_ros.core.checkpoint import load_checkpoint
-from mfpg_ros.core.config import AlgoConfig, EstimatorConfig
+from mfpg_ros.core.config import PAIRINGS, AlgoConfig, EstimatorConfig
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
+from mfpg_ros.trainer import matched_lofi
 
 DEFAULT_SHIFT = {'Hopper-v5': 'hopper_gravity_0.5', 'Walker2d-v5': 'walker2d_friction_0.5',
                  'HalfCheetah-v5': 'halfcheetah_gravity_0.5', 'cartpole': 'cartpole_twin'}
@@ -44,6 +45,39 @@ def bias_stats(grads: np.ndarray, reference: np.ndarray) -> dict:
             'progress': float(cross / signal), 'signal': float(signal)}
 
 
+def sample_gradients(hifi_task, lofi_task, algo: dict, pairing: str, trials: int, seed: int,
+                     checkpoint: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, list[float]]]:
+    """Per trial (fresh HF batch and LF data at one fixed policy) the HF-only, MF c = 0 and MF policy gradients:
+    ({name: trials x params}, {'rho', 'c', 'kept': per trial})."""
+    mf_cfg = AlgoConfig(algorithm='mf_reinforce', estimator=EstimatorConfig(pairing=pairing), **algo)
+    learners = {'hf_only': Learner(AlgoConfig(algorithm='reinforce', **algo), hifi_task.contract, seed),
+                'mf_c0': Learner(AlgoConfig(algorithm='mf_reinforce', estimator=EstimatorConfig(
+                    fixed_c=0.0, pairing=pairing), **algo), hifi_task.contract, seed),
+                'mf': Learner(mf_cfg, hifi_task.contract, seed)}
+    if checkpoint:
+        for learner in learners.values():
+            load_checkpoint(learner, checkpoint)
+    policy = NumpyPolicy(learners['mf'].model)
+    hifi = Engine(hifi_task, 1, seed=seed * 10 + 1, nthread=1)
+    replayer = Engine(lofi_task, 1, seed=seed * 10 + 2)
+    pool = Engine(lofi_task, mf_cfg.pool_envs, seed=seed * 10 + 3)
+    grads, info = {name: [] for name in learners}, {'rho': [], 'c': [], 'kept': []}
+    for _ in range(trials):
+        hf = hifi.collect(policy, mf_cfg.hf_steps_per_iter, 0, HIFI)
+        if pairing == 'matched':
+            paired, lf_pool = matched_lofi(replayer, pool, policy, hf, mf_cfg, 0)
+        else:
+            paired, lf_pool = replayer.replay(policy, hf, 0), pool.collect(policy, mf_cfg.pool_steps_per_env, 0,
+                                                                           LOFI_POOL)
+        for name, learner in learners.items():
+            g, m = learner.policy_gradient(hf, paired, lf_pool) if name != 'hf_only' else learner.policy_gradient(hf)
+            grads[name].append(g.numpy())
+        info['rho'].append(m.get('rho', 0.0))
+        info['c'].append(m.get('c', 0.0))
+        info['kept'].append(m['n_aligned'] / sum(len(e) for e in hf if not e.aborted))
+    return {name: np.stack(rows) for name, rows in grads.items()}, info
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mfpg bench variance', description=__doc__)
     parser.add_argument('--task', default='Hopper-v5')
@@ -58,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pool-envs', type=int, default=9)
     parser.add_argument('--pool-steps', type=int, default=1000)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--pairing', choices=PAIRINGS, default='paper', help='estimator.pairing of the MF learners')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.setting:
@@ -68,35 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         hifi_task = make_task(args.task, args.hifi_variant or DEFAULT_SHIFT.get(args.task))
         lofi_task = make_task(args.task, args.lofi_variant)
     algo = dict(hf_steps_per_iter=args.hf_steps, pool_envs=args.pool_envs, pool_steps_per_env=args.pool_steps)
-    learners = {'hf_only': Learner(AlgoConfig(algorithm='reinforce', **algo), hifi_task.contract, args.seed),
-                'mf_c0': Learner(AlgoConfig(algorithm='mf_reinforce', estimator=EstimatorConfig(fixed_c=0.0), **algo),
-                                 hifi_task.contract, args.seed),
-                'mf': Learner(AlgoConfig(algorithm='mf_reinforce', **algo), hifi_task.contract, args.seed)}
-    if args.checkpoint:
-        for learner in learners.values():
-            load_checkpoint(learner, args.checkpoint)
-    policy = NumpyPolicy(learners['mf'].model)
-    hifi = Engine(hifi_task, 1, seed=args.seed * 10 + 1, nthread=1)
-    replayer = Engine(lofi_task, 1, seed=args.seed * 10 + 2)
-    pool = Engine(lofi_task, args.pool_envs, seed=args.seed * 10 + 3)
-
-    grads, rhos, cs, kept = {name: [] for name in learners}, [], [], []
     t0 = time.perf_counter()
-    for _ in range(args.trials):
-        hf = hifi.collect(policy, args.hf_steps, 0, HIFI)
-        paired = replayer.replay(policy, hf, 0)
-        lf_pool = pool.collect(policy, args.pool_steps, 0, LOFI_POOL)
-        for name, learner in learners.items():
-            g, m = learner.policy_gradient(hf, paired, lf_pool) if name != 'hf_only' else learner.policy_gradient(hf)
-            grads[name].append(g.numpy())
-        rhos.append(m.get('rho', 0.0))
-        cs.append(m.get('c', 0.0))
-        kept.append(m['n_aligned'] / sum(len(e) for e in hf if not e.aborted))
+    g, info = sample_gradients(hifi_task, lofi_task, algo, args.pairing, args.trials, args.seed, args.checkpoint)
+    rhos, cs, kept = info['rho'], info['c'], info['kept']
     seconds = time.perf_counter() - t0
-    g = {name: np.stack(rows) for name, rows in grads.items()}
     var = {name: float(np.var(rows, axis=0, ddof=1).sum()) for name, rows in g.items()}
     print(f'task {args.task}: HF {hifi_task.variant or "nominal"} vs LF {lofi_task.variant or "nominal"}, '
-          f'{args.trials} trials of {args.hf_steps} HF + {args.pool_envs}x{args.pool_steps} LF steps ({seconds:.1f} s)'
+          f'{args.trials} trials of {args.hf_steps} HF + {args.pool_envs}x{args.pool_steps} LF steps, pairing '
+          f'{args.pairing} ({seconds:.1f} s)'
           f'{", policy from " + args.checkpoint if args.checkpoint else ""}')
     print(f'per-step surrogate rho: mean {np.mean(rhos):.3f} (min {np.min(rhos):.3f}); c: mean {np.mean(cs):+.3f}; '
           f'HF steps kept by the pairing: {np.mean(kept):.1%} (min {np.min(kept):.1%})')

@@ -13,6 +13,9 @@ PPO_ALGORITHMS = ('ppo', 'mf_ppo')  # the algorithms core/ppo.py runs
 CLIP_MODES = ('joint', 'separate')
 
 
+PAIRINGS = ('paper', 'matched')
+
+
 @dataclass
 class EstimatorConfig:
     """The control-variate choices the paper leaves open (paper notes §6); defaults follow the authors' code."""
@@ -26,9 +29,20 @@ class EstimatorConfig:
     trim_pairs: bool = True  # cut each HF/LF pair to the shorter length; HF term uses the trimmed HF steps
     min_aligned_steps: int = 20  # skip the update when this many or fewer aligned HF steps remain
     fixed_c: float | None = None  # use this c instead of estimating it (tests, ablations)
+    # 'paper': as the authors' code, each replay stops with its HF segment and mu comes from a persistent LF pool;
+    # the control variate's mean is then not zero (docs/results.md). 'matched': each replay runs on with fresh
+    # noise to where its HF segment's batch ends, and mu from fresh LF rollouts branching from the same HF states
+    # with the same stopping rule, so E[X_l] = mu exactly (docs/pairing.md). trim_pairs and mu_from_pool_only
+    # belong to 'paper'.
+    pairing: str = 'paper'
 
     def __post_init__(self):
         self.fixed_c = _optional(self.fixed_c)
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f'estimator.pairing {self.pairing!r} is not one of {PAIRINGS}')
+        if self.pairing == 'matched' and (not self.trim_pairs or self.mu_from_pool_only):
+            raise ValueError("estimator.pairing 'matched' uses whole replays and its own mean term: trim_pairs and "
+                             "mu_from_pool_only apply to 'paper' only")
 
 
 @dataclass
@@ -115,6 +129,8 @@ class AlgoConfig:
             raise ValueError(f"clip_mode {self.clip_mode!r} is not implemented for {self.algorithm!r} (joint only)")
         if isinstance(self.estimator, dict):
             self.estimator = _build(EstimatorConfig, self.estimator, 'estimator')
+        if self.estimator.pairing == 'matched' and self.algorithm != 'mf_reinforce':
+            raise ValueError(f"estimator.pairing 'matched' is implemented for mf_reinforce, not {self.algorithm!r}")
         if isinstance(self.ppo, dict):
             self.ppo = _build(PPOConfig, self.ppo, 'ppo')
         if isinstance(self.offdyn, dict):

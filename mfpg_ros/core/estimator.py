@@ -64,15 +64,22 @@ def pearson_stats(x_h: np.ndarray, x_l: np.ndarray) -> tuple[float, float, float
 
 @dataclass
 class Coefficient:
-    """c = -rho * sigma_h / sigma_l from EMA-smoothed statistics (alpha = weight on the old value)."""
+    """c = -rho * sigma_h / sigma_l from EMA-smoothed statistics (alpha = weight on the old value). Pairing
+    'matched' instead smooths cross = sum_i <g_i, d_i> and spread = sum_i |d_i|^2 over segments i and takes
+    c = -cross / spread (segment_c)."""
 
     rho: float = 0.0
     sigma_h: float = 0.0
     sigma_l: float = 0.0
     initialised: bool = False
+    cross: float = 0.0
+    spread: float = 0.0
 
     def value(self) -> float:
         return -self.rho * self.sigma_h / self.sigma_l if self.initialised and self.sigma_l > 0 else 0.0
+
+    def segment_c(self) -> float:
+        return -self.cross / self.spread if self.spread > 0 else 0.0
 
     def update(self, rho: float, sigma_h: float, sigma_l: float, alpha: float) -> None:
         if not self.initialised:
@@ -82,12 +89,19 @@ class Coefficient:
         self.sigma_h = alpha * self.sigma_h + (1 - alpha) * sigma_h
         self.sigma_l = alpha * self.sigma_l + (1 - alpha) * sigma_l
 
+    def update_segments(self, cross: float, spread: float, alpha: float) -> None:
+        first = self.spread == 0.0
+        self.cross = cross if first else alpha * self.cross + (1 - alpha) * cross
+        self.spread = spread if first else alpha * self.spread + (1 - alpha) * spread
+
     def state(self) -> list[float]:
-        return [self.rho, self.sigma_h, self.sigma_l, float(self.initialised)]
+        return [self.rho, self.sigma_h, self.sigma_l, float(self.initialised), self.cross, self.spread]
 
     def load(self, values) -> None:
         self.rho, self.sigma_h, self.sigma_l = (float(v) for v in values[:3])
         self.initialised = bool(values[3])
+        segments = [float(v) for v in values[4:6]]  # absent in states written before pairing 'matched'
+        self.cross, self.spread = segments if len(segments) == 2 else (0.0, 0.0)
 
 
 def mf_policy_loss(x_h: torch.Tensor, x_l: torch.Tensor, x_mu: torch.Tensor, c: float) -> torch.Tensor:
@@ -100,6 +114,26 @@ def mf_policy_loss(x_h: torch.Tensor, x_l: torch.Tensor, x_mu: torch.Tensor, c: 
     if c != 0.0 and x_l.shape[-1] and x_mu.shape[-1]:
         loss = loss - c * (x_l.mean(-1) - x_mu.mean(-1))
     return loss
+
+
+def matched_policy_loss(x_h: torch.Tensor, x_l: torch.Tensor, x_mu: torch.Tensor, w_mu: torch.Tensor,
+                        c: float) -> torch.Tensor:
+    """Negative MF surrogate of pairing 'matched': -[sum(x_h) + c * (sum(x_l) - sum(w_mu * x_mu))] / len(x_h).
+
+    x_h: every HF step of the batch; x_l: every step of each segment's whole replay; x_mu: the steps of the fresh
+    rollouts from the same segments' states, weighted 1 / (that segment's number of rollouts). Sums, not means:
+    each replay and each rollout group then has the same expectation, so E[X_l] = mu for any policy."""
+    loss = -x_h.sum()
+    if c != 0.0:
+        loss = loss - c * (x_l.sum() - (w_mu * x_mu).sum())
+    return loss / max(1, x_h.shape[-1])
+
+
+def batch_horizons(hifi: list[Episode], batch_steps: int) -> list[int]:
+    """Steps from each HF segment's start to its batch's end: how far a segment could have run, fixed before any of
+    its noise was drawn, so a replay or rollout stopped there shares the segment's truncation but not its fate."""
+    starts = np.cumsum([0, *(len(e) for e in hifi[:-1])])
+    return [max(1, int(batch_steps - s)) for s in starts]
 
 
 def trace_optimal_c(grads_h: torch.Tensor, grads_l: torch.Tensor) -> float:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from mujoco.batch import Batch, SimulationError
 
-from mfpg_ros.core.episode import LOFI_PAIRED, Episode
+from mfpg_ros.core.episode import LOFI_PAIRED, LOFI_POOL, Episode
 from mfpg_ros.sim.tasks import Task
 
 
@@ -211,32 +211,51 @@ class Engine:
         cuts = self.lanes[0].run(policy, steps_per_env, bufs) + [c for job in others for c in job.result()]
         return [self._episode(bufs, c, version, fidelity) for c in sorted(cuts, key=lambda c: (c.env, c.start))]
 
-    # --- paired replays (common random numbers) ----------------------------------------------------------
-    def replay(self, policy, hf_segments: list[Episode], version: int) -> list[Episode]:
+    # --- paired replays (common random numbers) and rollouts branching from HF states -----------------------
+    def replay(self, policy, hf_segments: list[Episode], version: int,
+               horizons: list[int] | None = None) -> list[Episode]:
         """Replay each HF segment from its s0 and time-limit counter with its noise eps, on this engine's task.
-        A replay stops at the HF length, at LF termination or time limit, or on instability (aborted)."""
-        task, n = self.task, len(hf_segments)
+        A replay stops at the HF length or, given horizons, runs on past it with fresh noise until horizons[i]
+        steps; always at LF termination or time limit, or on instability (aborted)."""
+        horizons = [len(hf) for hf in hf_segments] if horizons is None else list(horizons)
+        return self._branch(policy, hf_segments, [hf.eps for hf in hf_segments], horizons, version, LOFI_PAIRED)
+
+    def branch(self, policy, hf_segments: list[Episode], horizons: list[int], copies: int,
+               version: int) -> list[Episode]:
+        """`copies` independent rollouts (fresh noise) from each HF segment's s0 and time-limit counter, each up
+        to its horizon, tagged pair_of = the segment's id: draws of what an unpaired replay would be."""
+        starts = [hf for hf in hf_segments for _ in range(copies)]
+        empty = np.zeros((0, self.task.contract.act_dim))
+        return self._branch(policy, starts, [empty] * len(starts), [h for h in horizons for _ in range(copies)],
+                            version, LOFI_POOL)
+
+    def _branch(self, policy, starts: list[Episode], tapes: list[np.ndarray], horizons: list[int], version: int,
+                fidelity: str) -> list[Episode]:
+        """Run from each start's (qpos0, qvel0, start_step), noise from its tape then fresh, for its horizon."""
+        task, n = self.task, len(starts)
         if n == 0:
             return []
-        for hf in hf_segments:
+        for hf in starts:
             self._check_segment(hf)
         sims = self._scratch_sims(n)
         rows = np.arange(n)
-        sims.reset(rows, np.stack([hf.qpos0 for hf in hf_segments]), np.stack([hf.qvel0 for hf in hf_segments]))
-        lengths = np.array([len(hf) for hf in hf_segments])
-        steps = np.array([hf.start_step for hf in hf_segments], dtype=np.int64)
-        tape = np.zeros((lengths.max(), n, task.contract.act_dim))
-        for k, hf in enumerate(hf_segments):
-            tape[:len(hf), k] = hf.eps
-        bufs = self._buffers(lengths.max(), n)
-        cuts = [_Cut(k, 0, 0, hf.qpos0.copy(), hf.qvel0.copy(), hf.start_step) for k, hf in enumerate(hf_segments)]
+        sims.reset(rows, np.stack([hf.qpos0 for hf in starts]), np.stack([hf.qvel0 for hf in starts]))
+        lengths = np.array(horizons, dtype=np.int64)
+        steps = np.array([hf.start_step for hf in starts], dtype=np.int64)
+        shape = (max(int(lengths.max()), 0), n, task.contract.act_dim)
+        taped = all(len(tape) >= h for tape, h in zip(tapes, lengths))
+        noise = np.zeros(shape) if taped else self.noise_rngs[0].standard_normal(shape)
+        for k, tape in enumerate(tapes):
+            noise[:min(len(tape), shape[0]), k] = tape[:shape[0]]
+        bufs = self._buffers(shape[0], n)
+        cuts = [_Cut(k, 0, 0, hf.qpos0.copy(), hf.qvel0.copy(), hf.start_step) for k, hf in enumerate(starts)]
         active = rows[lengths > 0]
-        for t in range(lengths.max()):
+        for t in range(shape[0]):
             if active.size == 0:
                 break
             qpos, qvel = sims.qpos[active], sims.qvel[active]
             obs = task.observe(qpos, qvel)
-            eps = tape[t, active]
+            eps = noise[t, active]
             action = policy_mean(policy, obs) + policy.std * eps
             clipped = task.clip_action(action)
             unstable = sims.step(clipped, active)
@@ -252,8 +271,7 @@ class Engine:
                 cut.end, cut.terminated, cut.aborted = t + 1, bool(terminated[k]), bool(unstable[k])
                 cut.truncated = not cut.terminated
             active = active[~stop]
-        return [self._episode(bufs, cut, version, LOFI_PAIRED, pair_of=hf.episode_id)
-                for cut, hf in zip(cuts, hf_segments)]
+        return [self._episode(bufs, cut, version, fidelity, pair_of=hf.episode_id) for cut, hf in zip(cuts, starts)]
 
     # --- deterministic evaluation ------------------------------------------------------------------------
     def evaluate(self, policy, n_episodes: int) -> np.ndarray:
