@@ -107,7 +107,9 @@ class Progress:
         self.iterations.add(summary.get('iteration'))
         hf_return = summary.get('hf_return_recent', summary.get('hf_return'))  # recent: what 'solved' is judged on
         fields = {'HF steps': summary.get('hf_total_steps'), 'HF return': _fmt(hf_return, '.1f'),
-                  'c': _fmt(summary.get('c'), '.3f'), 'rho': _fmt(summary.get('rho'), '.2f')}
+                  'c': _fmt(summary.get('c'), '.3f')}
+        if 'rho' in summary:  # pairing 'matched' estimates c without a per-step rho
+            fields['rho'] = _fmt(summary['rho'], '.2f')
         if self.tty:
             self.bar.update(len(self.iterations) - self.bar.n)
             self.bar.set_postfix(fields, refresh=True)

@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         elif 'eval_return' in m or m['iteration'] % 10 == 0:
             ev = f" eval {m['eval_return']:.1f}" if 'eval_return' in m else ''
             ret = '' if math.isnan(m['hf_return']) else f" hf_return {m['hf_return']:.1f}"
-            print(f"iter {m['iteration']:4d} hf_steps {m['hf_total_steps']}{ret} c {m.get('c', 0):+.2f} "
-                  f"rho {m.get('rho', 0):+.2f} {m['iteration_seconds'] * 1e3:.0f} ms{ev}", flush=True)
+            rho = f" rho {m['rho']:+.2f}" if 'rho' in m else ''
+            print(f"iter {m['iteration']:4d} hf_steps {m['hf_total_steps']}{ret} c {m.get('c', 0):+.2f}{rho} "
+                  f"{m['iteration_seconds'] * 1e3:.0f} ms{ev}", flush=True)
 
     def save(m: dict) -> None:
         show(m)

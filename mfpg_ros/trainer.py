@@ -17,7 +17,7 @@ import torch
 from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.checkpoint import load_arrays, load_checkpoint, read_extra, save_checkpoint
 from mfpg_ros.core.config import AlgoConfig, TrainConfig, load_config
-from mfpg_ros.core.estimator import batch_horizons
+from mfpg_ros.core.estimator import branch_copies, replay_horizon
 from mfpg_ros.core.episode import HIFI, LOFI_POOL, Episode
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
@@ -31,13 +31,11 @@ RUN_CONTROL = ('iterations', 'eval_every', 'eval_episodes', 'target_return')  # 
 
 def matched_lofi(replayer: Engine, brancher: Engine, policy, hifi: list[Episode], algo: AlgoConfig,
                  version: int) -> tuple[list[Episode], list[Episode]]:
-    """pairing 'matched': each HF segment's replay, run on to its batch's end, and fresh rollouts from its state
-    with the same stopping rule, as many per segment as fill the pool's step budget (the replays' lengths are a
-    fair guess of theirs: the rollouts' noise is independent of both, so their mean stays exact)."""
-    horizons = batch_horizons(hifi, algo.hf_steps_per_iter)
-    paired = replayer.replay(policy, hifi, version, horizons)
-    copies = max(1, algo.pool_envs * algo.pool_steps_per_env // max(1, sum(len(r) for r in paired)))
-    return paired, brancher.branch(policy, hifi, horizons, copies, version)
+    """pairing 'matched': each HF segment's replay, run on to its batch's end, and branch_copies fresh rollouts
+    from its state with the same stopping rule (lofi_sim does the same per segment as they stream in)."""
+    horizons = [replay_horizon(h, algo.hf_steps_per_iter) for h in hifi]
+    copies = branch_copies(algo.pool_envs * algo.pool_steps_per_env, algo.hf_steps_per_iter)
+    return replayer.replay(policy, hifi, version, horizons), brancher.branch(policy, hifi, horizons, copies, version)
 
 
 class Trainer:

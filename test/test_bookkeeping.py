@@ -68,6 +68,33 @@ def test_pairs_with_other_s0_or_noise_are_rejected():
     assert asm.dropped['pairing mismatch'] == 2
 
 
+def test_matched_iteration_waits_for_each_segments_branches_and_verifies_them():
+    """pairing 'matched': no pool budget; each HF segment needs its replay (which may run past it) and 3 branches."""
+    asm = IterationAssembler(hf_steps=6, pool_steps=0, need_paired=True, branches=3)
+    asm.add(_ep(2, HIFI, eid='a'))
+    asm.add(_ep(4, HIFI, eid='b'))
+    asm.add(_ep(5, LOFI_PAIRED, pair_of='a'))  # ran on past its 2-step segment: fine under 'matched'
+    asm.add(_ep(4, LOFI_PAIRED, pair_of='b'))
+    for _ in range(3):
+        asm.add(_ep(3, LOFI_POOL, pair_of='a', eps=np.zeros((3, 1))))
+    assert asm.missing_branches() == {'b'} and not asm.ready()
+    asm.add(_ep(1, LOFI_POOL, pair_of='b'))
+    asm.add(_ep(1, LOFI_POOL, pair_of='b', qpos0=0.5))  # not from b's s0
+    asm.add(_ep(1, LOFI_POOL, pair_of='b', start=7))  # not from b's time-limit counter
+    assert asm.ready()
+    data = asm.take()
+    assert [p.pair_of for p in data.paired] == ['a', 'b']
+    assert [b.pair_of for b in data.pool] == ['a', 'a', 'a', 'b']
+    assert asm.dropped['branch mismatch'] == 2
+
+
+def test_replays_longer_than_their_segment_are_refused_under_the_papers_pairing():
+    asm = IterationAssembler(hf_steps=2, pool_steps=0, need_paired=True)
+    asm.add(_ep(2, HIFI, eid='a'))
+    asm.add(_ep(5, LOFI_PAIRED, pair_of='a'))
+    assert asm.take().paired == [] and asm.dropped['pairing mismatch'] == 1
+
+
 def test_episode_returns_stitch_segments():
     ret = EpisodeReturns(max_episode_steps=10)
     ret.add(_ep(4, HIFI))

@@ -59,10 +59,13 @@ def test_graph_trains_the_cartpole_with_paired_replays(spawn, probe):
     assert late > 2 * early
 
 
-def test_graph_update_equals_the_in_process_learner(spawn, probe):
+# matched: c is fixed, since the estimated one comes from earlier iterations only (0 at the first update)
+@pytest.mark.parametrize('pairing', [{}, {'algo.estimator.pairing': 'matched', 'algo.estimator.fixed_c': -0.5}],
+                         ids=['paper', 'matched'])
+def test_graph_update_equals_the_in_process_learner(spawn, probe, pairing):
     params = {'algo.pool_steps_per_env': 50, 'iterations': 1, 'target_return': '.nan', 'seed': 7,
               'lofi_timeout_s': 600.0,  # a loaded machine must not turn this into an HF-only update
-              'exit_when_done': 'false'}  # its latched summary stays up until the probe has matched it
+              'exit_when_done': 'false', **pairing}  # its latched summary stays up until the probe has matched it
     weights = probe.subscribe('policy/weights', UInt8MultiArray, WEIGHTS_OUT)  # the learner's short history
     hifi = probe.subscribe('hifi/episodes', UInt8MultiArray)
     lofi = probe.subscribe('lofi/episodes', UInt8MultiArray)
@@ -81,14 +84,15 @@ def test_graph_update_equals_the_in_process_learner(spawn, probe):
     probe.wait_until(both_versions, 30, 'weights versions 0 and 1', check)
     episodes = [e for m in (*hifi, *lofi) for e in decode_episodes(m.data)]  # lofi_sim batches its pool
     version0 = [e for e in episodes if e.policy_version == 0]
-    cfg = load_config(CONFIG, **{k: v for k, v in params.items() if k in ('algo.pool_steps_per_env', 'iterations',
-                                                                          'seed')})
+    cfg = load_config(CONFIG, **{k: v for k, v in params.items() if k.startswith('algo.') or k in ('iterations',
+                                                                                                      'seed')})
     learner = make_learner(cfg.algo, make_task(cfg.task).contract, cfg.seed)
     for name, value in learner.model.state_dict().items():  # same seed -> same initial weights
         assert torch.equal(value, received[0].state[name]), name
-    learner.update([e for e in version0 if e.fidelity == HIFI],
-                   [e for e in version0 if e.fidelity == 'lofi_paired'],
-                   [e for e in version0 if e.fidelity == 'lofi_pool'])
+    metrics = learner.update([e for e in version0 if e.fidelity == HIFI],
+                             [e for e in version0 if e.fidelity == 'lofi_paired'],
+                             [e for e in version0 if e.fidelity == 'lofi_pool'])
+    assert metrics['n_pairs'] == metrics['hf_segments'] and metrics['c'] != 0
     for name, value in learner.model.state_dict().items():  # float32 summation order may differ slightly:
         assert torch.allclose(value, received[1].state[name], atol=1e-5), name  # Adam's 1st step: ~lr = 3e-3
 

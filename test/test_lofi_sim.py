@@ -1,5 +1,6 @@
 """lofi_sim's pool runs beside its replays: a replay goes out while the pool is still running, and a pool that
 fails stops the node with the error (in-process node, real DDS for what it publishes)."""
+import dataclasses
 import threading
 
 import pytest
@@ -7,6 +8,7 @@ import rclpy
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
+from mfpg_ros.core.bookkeeping import IterationAssembler
 from mfpg_ros.core.codec import decode_episodes, decode_weights, encode_episode
 from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, LOFI_POOL
 from mfpg_ros.core.policy import NumpyPolicy
@@ -75,3 +77,42 @@ def test_a_failing_pool_stops_the_node_with_its_error(lofi):
     with pytest.raises(RuntimeError, match='LF pool failed') as err:
         spin_until(executor, lambda: False)
     assert isinstance(err.value.__cause__, ValueError)
+
+
+def test_matched_pairing_publishes_a_run_on_replay_and_branches_per_segment(ros_domain):
+    """pairing 'matched': no pool; per HF segment a replay to the batch end and pool_envs x steps / batch branches
+    from its s0, all verified by the learner's assembler; a segment without batch_start is a logged rejection."""
+    rclpy.init(domain_id=ros_domain, args=['--ros-args', '-p', 'algo.pool_envs:=2', '-p', 'algo.pool_steps_per_env:=50',
+                                           '-p', 'algo.hf_steps_per_iter:=30', '-p', 'algo.estimator.pairing:=matched'])
+    node, listener = LofiSim(), Node('listener')
+    executor = LeanExecutor()
+    executor.add_node(node)
+    executor.add_node(listener)
+    got = []
+    listener.create_subscription(UInt8MultiArray, LOFI_EPISODES,
+                                 lambda msg: got.extend(decode_episodes(bytes(msg.data))), lofi_episodes_qos(100))
+    try:
+        assert node.pool is None and node.copies == 3
+        hifi_pub = listener.create_publisher(UInt8MultiArray, HIFI_EPISODES, EPISODES_IN)
+        spin_until(executor, lambda: node.episode_pub.get_subscription_count() == 1
+                   and hifi_pub.get_subscription_count() == 1)
+        weights = weights_msg(version=0)
+        node.on_weights(weights)
+        segment_msg = hifi_segment(weights, 0)
+        segment = decode_episodes(bytes(segment_msg.data))[0]
+        stripped = dataclasses.replace(segment, episode_id='no-start', extras={})
+        hifi_pub.publish(UInt8MultiArray(data=encode_episode(stripped)))
+        hifi_pub.publish(segment_msg)
+        spin_until(executor, lambda: sum(e.fidelity == LOFI_POOL for e in got) == 3)
+        assert node.rejections.total == 1 and node.replays == 1
+        asm = IterationAssembler(hf_steps=len(segment), pool_steps=0, need_paired=True, branches=3)
+        for episode in [segment, *got]:
+            asm.add(episode)
+        assert asm.ready()
+        data = asm.take()
+        assert len(data.paired) == 1 and len(data.pool) == 3 and not asm.dropped
+        assert all(b.pair_of == segment.episode_id for b in data.pool)
+    finally:
+        node.destroy_node()
+        listener.destroy_node()
+        rclpy.try_shutdown()

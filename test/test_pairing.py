@@ -1,5 +1,7 @@
 """Pairing 'matched': replays that run on past their HF segment, fresh rollouts branching from the same HF states,
 and the estimator built on them (exactly zero-mean control variate; the paper's pairing is measurably biased)."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from mfpg_ros.bench.variance import bias_stats, sample_gradients
 from mfpg_ros.core.algorithms import Learner
 from mfpg_ros.core.config import AlgoConfig, EstimatorConfig, load_config
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
-from mfpg_ros.core.estimator import batch_horizons
+from mfpg_ros.core.estimator import replay_horizon
 from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
@@ -29,19 +31,21 @@ def _hf_batches(task, policy, batches, seed=1):
     return [engine.collect(policy, 100, k, HIFI) for k in range(batches)]
 
 
-def test_batch_horizons_run_to_the_batch_end():
+def test_replay_horizon_runs_to_the_batch_end():
     task = make_task('InvertedPendulum-v5', {'gravity': 2.0})
     for hf in _hf_batches(task, _policy(task), 3):
-        horizons = batch_horizons(hf, 100)
+        horizons = [replay_horizon(h, 100) for h in hf]
         assert len(hf) > 1 and horizons[0] == 100 and horizons[-1] == len(hf[-1])
         assert all(h == 100 - sum(len(e) for e in hf[:i]) for i, h in enumerate(horizons))
+    with pytest.raises(ValueError, match='batch_start'):
+        replay_horizon(dataclasses.replace(hf[0], extras={}), 100)
 
 
 def test_replay_runs_on_past_the_hf_segment_on_fresh_noise():
     hf_task, lf_task = make_task('InvertedPendulum-v5', {'gravity': 2.0}), make_task('InvertedPendulum-v5')
     policy = _policy(lf_task)
     hf = _hf_batches(hf_task, policy, 1)[0]
-    horizons = batch_horizons(hf, 100)
+    horizons = [replay_horizon(h, 100) for h in hf]
     short = Engine(lf_task, 1, seed=5).replay(policy, hf, 0)
     long = Engine(lf_task, 1, seed=5).replay(policy, hf, 0, horizons)
     ran_on = 0
@@ -60,7 +64,7 @@ def test_branch_draws_independent_rollouts_from_each_segment_state():
     task = make_task('InvertedPendulum-v5')
     policy = _policy(task)
     hf = _hf_batches(task, policy, 1)[0]
-    horizons = batch_horizons(hf, 100)
+    horizons = [replay_horizon(h, 100) for h in hf]
     rollouts = Engine(task, 1, seed=9).branch(policy, hf, horizons, 4, version=7)
     assert len(rollouts) == 4 * len(hf)
     for i, seg in enumerate(hf):

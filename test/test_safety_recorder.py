@@ -53,12 +53,14 @@ def test_recorder_cuts_at_budget_version_change_and_termination():
         closed += segs
         assert not over
     assert [len(s) for s in closed] == [3]  # version change closed the first segment
+    assert closed[0].extras['batch_start'] == 0  # where in its version's batch it began (pairing 'matched')
     assert closed[0].policy_version == 0 and closed[0].truncated and closed[0].start_step == 0
     np.testing.assert_array_equal(closed[0].eps, [[0.5]] * 3)
     # falling over ends the episode: terminated, and the next act starts a new segment at the right step
     rec.act(np.array([0.1]), np.array([0.5]), np.array([0.1]), 1)
     segs, over = rec.transition(np.array([0.0, 0.5]), np.zeros(2))
     assert over and segs[0].terminated and segs[0].start_step == 3 and len(segs[0]) == 5
+    assert segs[0].extras['batch_start'] == 0  # the first segment of version 1
     assert rec.budget_reached(1) and not rec.budget_reached(2)
 
 

@@ -131,7 +131,7 @@ def _summarise(history: list[dict], trainer) -> dict:
 
     used = [r for r in history if not r.get('skipped', 0.0)]
     collect, lf = sum(r['collect_seconds'] for r in history), sum(r['lf_steps'] for r in history)
-    mf = 'rho' in (history[0] if history else {})
+    mf = 'c' in (history[0] if history else {})  # a control-variate learner (pairing 'matched' has no rho)
     clamped = [r for r in used if r.get('rho', 0.0) < 0 and r.get('c', 0.0) == 0.0] if mf else []
     return {'iterations': len(history), 'hf_steps': trainer.hf_steps, 'lf_steps': lf,
             'iteration_seconds': mean('iteration_seconds'), 'collect_seconds': mean('collect_seconds'),

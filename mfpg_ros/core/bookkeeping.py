@@ -26,12 +26,14 @@ MAX_FUTURE = 10_000  # segments of the next version held while the current one c
 class IterationAssembler:
     """Collects the current version's HF segments, their paired LF replays and the LF pool.
 
-    Complete when the HF budget is met, every used HF segment has its replay (if `need_paired`) and the pool holds
-    its budget (if `pool_steps`). Segments of older versions are dropped and counted (on-policy); newer ones wait.
+    Complete when the HF budget is met, every used HF segment has its replay (if `need_paired`), the pool holds its
+    budget (if `pool_steps`) and, under pairing 'matched', `branches` LF rollouts branching from each HF segment
+    (pool episodes whose pair_of names it). Segments of older versions are dropped and counted (on-policy); newer
+    ones wait.
     """
 
-    def __init__(self, hf_steps: int, pool_steps: int, need_paired: bool):
-        self.hf_steps, self.pool_steps, self.need_paired = hf_steps, pool_steps, need_paired
+    def __init__(self, hf_steps: int, pool_steps: int, need_paired: bool, branches: int = 0):
+        self.hf_steps, self.pool_steps, self.need_paired, self.branches = hf_steps, pool_steps, need_paired, branches
         self.version = 0
         self.data = IterationData()
         self.future: list[Episode] = []
@@ -59,15 +61,23 @@ class IterationAssembler:
         elif episode.fidelity == LOFI_POOL:
             self.data.pool.append(episode)
 
-    def _verified(self, replay: Episode, hifi: list[Episode]) -> bool:
-        """A paired replay must start from its HF segment's s0 and replay exactly its noise."""
-        partner = next((h for h in hifi if h.episode_id == replay.pair_of), None)
-        ok = partner is not None and replay.start_step == partner.start_step and len(replay) <= len(partner) \
-            and np.array_equal(replay.qpos0, partner.qpos0) and np.array_equal(replay.qvel0, partner.qvel0) \
-            and np.array_equal(replay.eps, partner.eps[:len(replay)])
+    def _verified(self, lofi: Episode, hifi: dict[str, Episode]) -> bool:
+        """A replay or branch must start from its HF segment's s0 and time-limit counter; a replay must replay exactly
+        its noise (as far as both ran; only under pairing 'matched' may it run on past the segment)."""
+        partner, replay = hifi.get(lofi.pair_of), lofi.fidelity == LOFI_PAIRED
+        n = min(len(lofi), len(partner)) if partner is not None else 0
+        ok = partner is not None and lofi.start_step == partner.start_step \
+            and np.array_equal(lofi.qpos0, partner.qpos0) and np.array_equal(lofi.qvel0, partner.qvel0) \
+            and (not replay or (np.array_equal(lofi.eps[:n], partner.eps[:n])
+                                and (self.branches or len(lofi) <= len(partner))))
         if not ok:
-            self.dropped['pairing mismatch' if partner is not None else 'replay without HF segment'] += 1
+            self.dropped[f'{"pairing" if replay else "branch"} mismatch' if partner is not None
+                         else f'{lofi.fidelity} without HF segment'] += 1
         return ok
+
+    def missing_branches(self) -> set[str]:
+        counts = collections.Counter(e.pair_of for e in self.data.pool)
+        return {e.episode_id for e in self.data.hifi if counts[e.episode_id] < self.branches}
 
     def missing_pairs(self) -> set[str]:
         have = {e.pair_of for e in self.data.paired}
@@ -78,7 +88,8 @@ class IterationAssembler:
 
     def lofi_complete(self) -> bool:
         paired_ok = not self.need_paired or not self.missing_pairs()
-        return paired_ok and self.data.steps('pool') >= self.pool_steps
+        branches_ok = not self.branches or not self.missing_branches()
+        return paired_ok and branches_ok and self.data.steps('pool') >= self.pool_steps
 
     def ready(self) -> bool:
         return self.hf_complete() and self.lofi_complete()
@@ -86,7 +97,10 @@ class IterationAssembler:
     def take(self) -> IterationData:
         """Hand over this version's data (pairs verified) and move on to the next version."""
         data, self.data = self.data, IterationData()
-        data.paired = [p for p in data.paired if self._verified(p, data.hifi)]
+        hifi = {h.episode_id: h for h in data.hifi}
+        data.paired = [p for p in data.paired if self._verified(p, hifi)]
+        if self.branches:
+            data.pool = [b for b in data.pool if self._verified(b, hifi)]
         self.version += 1
         waiting, self.future = self.future, []
         for episode in waiting:

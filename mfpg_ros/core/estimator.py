@@ -129,11 +129,19 @@ def matched_policy_loss(x_h: torch.Tensor, x_l: torch.Tensor, x_mu: torch.Tensor
     return loss / max(1, x_h.shape[-1])
 
 
-def batch_horizons(hifi: list[Episode], batch_steps: int) -> list[int]:
-    """Steps from each HF segment's start to its batch's end: how far a segment could have run, fixed before any of
-    its noise was drawn, so a replay or rollout stopped there shares the segment's truncation but not its fate."""
-    starts = np.cumsum([0, *(len(e) for e in hifi[:-1])])
-    return [max(1, int(batch_steps - s)) for s in starts]
+def replay_horizon(segment: Episode, batch_steps: int) -> int:
+    """Steps from an HF segment's start to its batch's end (extras['batch_start']: where in its version's batch of
+    batch_steps HF steps it began): how far it could have run, fixed before any of its noise was drawn, so a
+    replay or branch stopped there shares the segment's truncation but not its fate."""
+    if 'batch_start' not in segment.extras:
+        raise ValueError(f'HF segment {segment.episode_id!r} has no extras["batch_start"]: pairing \'matched\' '
+                         'needs where in its batch it began')
+    return max(1, batch_steps - int(segment.extras['batch_start']))
+
+
+def branch_copies(pool_steps: int, batch_steps: int) -> int:
+    """Branches per HF segment under pairing 'matched': the LF pool budget per HF step (at least one)."""
+    return max(1, pool_steps // max(1, batch_steps))
 
 
 def trace_optimal_c(grads_h: torch.Tensor, grads_l: torch.Tensor) -> float:

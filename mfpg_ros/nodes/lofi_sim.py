@@ -1,6 +1,7 @@
 """lofi_sim: the vectorised MuJoCo low-fidelity side. For every HF segment of the current policy version it runs
-the paired replay (same s0, same eps); per version it runs its share of the independent pool for mu_l.
-Several lofi_sim nodes share the work by worker_index / num_workers.
+the paired replay (same s0, same eps); per version it runs its share of the independent pool for mu_l. Under
+pairing 'matched' (docs/pairing.md) the replay runs on to the segment's batch end and the segment's branches (fresh
+rollouts from its s0) replace the pool. Several lofi_sim nodes share the work by worker_index / num_workers.
 
 The pool runs on a worker thread, the replays on the executor's: a replay is wanted as soon as its HF segment
 arrives, and the pool would otherwise hold it back for its whole run (MuJoCo releases the GIL while stepping, so
@@ -16,6 +17,7 @@ from std_msgs.msg import UInt8MultiArray
 
 from mfpg_ros.core.codec import CodecError, decode_episode, encode_batches, encode_episode
 from mfpg_ros.core.episode import LOFI_POOL
+from mfpg_ros.core.estimator import branch_copies, replay_horizon
 from mfpg_ros.core.learners import needs_paired, needs_pool
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, LATCHED, LOFI_EPISODES, QUIET_PUB, QUIET_SUB, \
@@ -46,7 +48,9 @@ class LofiSim(Node):
         task = make_task(cfg.task, cfg.lofi_variant)
         self.contract = task.contract
         self.algorithm, self.steps_per_env = cfg.algo.algorithm, cfg.algo.pool_steps_per_env
-        envs = pool_share(cfg.algo.pool_envs, self.worker, self.workers)
+        self.batch_steps, self.matched = cfg.algo.hf_steps_per_iter, cfg.algo.estimator.pairing == 'matched'
+        self.copies = branch_copies(cfg.algo.pool_envs * cfg.algo.pool_steps_per_env, self.batch_steps)
+        envs = 0 if self.matched else pool_share(cfg.algo.pool_envs, self.worker, self.workers)
         self.pool = Engine(task, envs, seed=cfg.seed * 1000 + 2 * self.worker + 1, nthread=nthread) if envs else None
         self.replayer = Engine(task, 1, seed=cfg.seed * 1000 + 2 * self.worker + 2, nthread=nthread)
         self.policy, self.version, self.pool_done = None, -1, -1
@@ -94,8 +98,18 @@ class LofiSim(Node):
         elif segment.policy_version < self.version:
             self.stale += 1
         elif needs_paired(self.algorithm) and not segment.aborted:
-            for replay in self.replayer.replay(self.policy, [segment], self.version):
+            try:
+                horizons = [replay_horizon(segment, self.batch_steps)] if self.matched else None
+            except ValueError as err:
+                self.rejections(HIFI_EPISODES, err)
+                return
+            for replay in self.replayer.replay(self.policy, [segment], self.version, horizons):
                 self.episode_pub.publish(bytes_msg(encode_episode(replay, key=self.key)))
+            if self.matched:
+                branches = self.replayer.branch(self.policy, [segment], horizons, self.copies, self.version)
+                for batch in encode_batches(branches, key=self.key):
+                    self.episode_pub.publish(bytes_msg(batch))
+                self.pool_steps += sum(len(b) for b in branches)
             self.replays += 1
 
     def run_pool(self, policy: NumpyPolicy, version: int) -> None:

@@ -209,7 +209,8 @@ class Engine:
             bufs['eps'][:, i] = rng.standard_normal((steps_per_env, self.task.contract.act_dim))
         others = [self._workers.submit(lane.run, policy, steps_per_env, bufs) for lane in self.lanes[1:]]
         cuts = self.lanes[0].run(policy, steps_per_env, bufs) + [c for job in others for c in job.result()]
-        return [self._episode(bufs, c, version, fidelity) for c in sorted(cuts, key=lambda c: (c.env, c.start))]
+        return [self._episode(bufs, c, version, fidelity, batch_start=c.start)
+                for c in sorted(cuts, key=lambda c: (c.env, c.start))]
 
     # --- paired replays (common random numbers) and rollouts branching from HF states -----------------------
     def replay(self, policy, hf_segments: list[Episode], version: int,
@@ -316,9 +317,12 @@ class Engine:
         bufs['eps'][t, rows] = eps
         bufs['rewards'][t, rows] = reward
 
-    def _episode(self, bufs, cut: _Cut, version: int, fidelity: str, pair_of: str = '') -> Episode:
+    def _episode(self, bufs, cut: _Cut, version: int, fidelity: str, pair_of: str = '',
+                 batch_start: int | None = None) -> Episode:
         part = {k: np.ascontiguousarray(v[cut.start:cut.end, cut.env]) for k, v in bufs.items()}
         extras = {'env': float(cut.env)}
+        if batch_start is not None:  # where in this call's steps it began (replay_horizon)
+            extras['batch_start'] = float(batch_start)
         if cut.aborted:
             extras['unstable'] = 1.0
             self.unstable_count += 1

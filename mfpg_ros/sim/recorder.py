@@ -68,7 +68,7 @@ class SegmentRecorder:
         """Record the action taken in the current state; returns a segment closed by a version change."""
         closed = self._close(truncated=True) if self.rewards and version != self.version else []
         if not self.rewards and not self.actions:
-            self.s0 = (self.qpos.copy(), self.qvel.copy(), self.step)
+            self.s0 = (self.qpos.copy(), self.qvel.copy(), self.step, self.version_steps.get(version, 0))
             self.version = version
         self.obs.append(self.observation())
         self.actions.append(action)
@@ -99,7 +99,7 @@ class SegmentRecorder:
 
     def _close(self, terminated=False, truncated=False, aborted=False) -> list[Episode]:
         n = len(self.rewards)
-        qpos0, qvel0, start = self.s0
+        qpos0, qvel0, start, batch_start = self.s0
         self.counter += 1
         segment = Episode(
             obs=np.asarray(self.obs[:n], np.float32).reshape(n, -1),
@@ -107,6 +107,6 @@ class SegmentRecorder:
             eps=np.asarray(self.eps[:n], np.float64).reshape(n, -1), rewards=np.asarray(self.rewards),
             qpos0=qpos0, qvel0=qvel0, contract=self.task.contract, policy_version=self.version,
             fidelity=HIFI, start_step=start, terminated=terminated, truncated=truncated, aborted=aborted,
-            seed=self.seed, episode_id=f'{self.prefix}-{self.counter}')
+            seed=self.seed, episode_id=f'{self.prefix}-{self.counter}', extras={'batch_start': float(batch_start)})
         self._clear()
         return [segment]
