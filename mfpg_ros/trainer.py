@@ -60,7 +60,7 @@ class Trainer:
         algo, version = self.cfg.algo, self.learner.version
         policy = NumpyPolicy(self.learner.model)
         hifi = self.hifi.collect(policy, algo.hf_steps_per_iter, version, HIFI)
-        if algo.estimator.pairing == 'matched':
+        if algo.estimator.pairing == 'matched' and needs_paired(algo.algorithm):
             return hifi, *matched_lofi(self.replayer, self.pool, policy, hifi, algo, version)
         paired = self.replayer.replay(policy, hifi, version) if needs_paired(algo.algorithm) else []
         pool = self.pool.collect(policy, algo.pool_steps_per_env, version, LOFI_POOL) \

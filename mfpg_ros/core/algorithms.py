@@ -113,52 +113,18 @@ class Learner:
             else torch.zeros(0)
 
     def _matched_terms(self, hifi, paired, pool):
-        """pairing 'matched': every HF step; each segment's whole replay; its own group of fresh rollouts for mu.
-        A segment whose replay or whole rollout group was lost (unstable) leaves both LF terms."""
-        gamma = self.cfg.gamma
-        groups: dict[str, list[Episode]] = {}
-        for e in pool:
-            groups.setdefault(e.pair_of, []).append(e)
-        pairs = [(h, r) for h, r in est.pair_segments(hifi, paired) if groups.get(h.episode_id)]
-        if not pairs:
+        """pairing 'matched' (docs/pairing.md): every HF step; each segment's whole replay; its branches for mu."""
+        m = est.match(hifi, paired, pool)
+        if m is None:
             return self._hf_only_terms(hifi)
-        paired_ids = {h.episode_id for h, _ in pairs}
-        hifi = [h for h in hifi if h.episode_id in paired_ids] + [h for h in hifi if h.episode_id not in paired_ids]
-        rollouts = [e for h, _ in pairs for e in groups[h.episode_id]]
-        fit, lf, mu = (est.flatten(g, gamma) for g in (hifi, [r for _, r in pairs], rollouts))
+        gamma = self.cfg.gamma
+        fit, lf, mu = (est.flatten(g, gamma) for g in (m.hifi, m.replays, m.branches))
         x_h, x_l, x_mu = self._x(fit), self._x(lf), self._x(mu)
-        # segment i's rows: +1 on its HF steps (g_i), +1 on its replay and -1/M_i on its rollouts (d_i)
-        n = len(pairs)
-        seg = torch.zeros(2 * n, len(fit) + len(lf) + len(mu))
-        h_at, l_at, m_at = 0, len(fit), len(fit) + len(lf)
-        for i, (h, r) in enumerate(pairs):
-            group = groups[h.episode_id]
-            seg[i, h_at:h_at + len(h)] = 1.0
-            seg[n + i, l_at:l_at + len(r)] = 1.0
-            size = sum(len(e) for e in group)
-            seg[n + i, m_at:m_at + size] = -1.0 / len(group)
-            h_at, l_at, m_at = h_at + len(h), l_at + len(r), m_at + size
-        w_mu = -seg[n:, m_at - len(mu):m_at].sum(0) if len(mu) else torch.zeros(0)
-        c, stats = self._segment_c(torch.cat([x_h, x_l, x_mu]), seg, n)
-        stats.update(c=c, n_pairs=n, n_aligned=len(fit), lf_rollouts=len(rollouts))
-        return est.matched_policy_loss(x_h, x_l, x_mu, w_mu, c), fit, stats
-
-    def _segment_c(self, x: torch.Tensor, seg: torch.Tensor, n: int) -> tuple[float, dict]:
-        """c = -sum_i <g_i, d_i> / sum_i |d_i|^2 (gradients over the actor's parameters), from earlier iterations'
-        EMA only, so that c does not depend on this batch's d and the estimate stays unbiased. E[d_i] = 0 needs no
-        centring. The variance proxy: sum_i |g_i + c d_i|^2 over sum_i |g_i|^2."""
+        flat = est.segment_gradients(torch.cat([x_h, x_l, x_mu]), m.rows, self.model.actor_parameters())
         e = self.cfg.estimator
-        rows = torch.autograd.grad(x, self.model.actor_parameters(), grad_outputs=seg, is_grads_batched=True,
-                                   retain_graph=True, allow_unused=True)
-        flat = torch.cat([r.reshape(len(seg), -1) for r in rows if r is not None], dim=1)
-        g, d = flat[:n], flat[n:]
-        cross, spread = float((g * d).sum()), float((d * d).sum())
-        c = e.fixed_c if e.fixed_c is not None else self.coef.segment_c()
-        self.coef.update_segments(cross, spread, e.ema_alpha)
-        var_without, var_with = float((g * g).sum()), float(((g + c * d) ** 2).sum())
-        return c, {'segment_cross': cross, 'segment_spread': spread, 'c_next': self.coef.segment_c(),
-                   'var_without_cv': var_without, 'var_with_cv': var_with,
-                   'var_ratio': var_with / var_without if var_without > 0 else 1.0}
+        c, stats = est.segment_c(self.coef, flat[:m.n], flat[m.n:], e.ema_alpha, e.fixed_c)
+        stats.update(c=c, n_pairs=m.n, n_aligned=len(fit), lf_rollouts=len(m.branches))
+        return est.matched_policy_loss(x_h, x_l, x_mu, m.branch_weights(), c), fit, stats
 
     def _mf_terms(self, hifi, paired, pool):
         if self.cfg.estimator.pairing == 'matched':

@@ -129,12 +129,13 @@ class AlgoConfig:
             raise ValueError(f"clip_mode {self.clip_mode!r} is not implemented for {self.algorithm!r} (joint only)")
         if isinstance(self.estimator, dict):
             self.estimator = _build(EstimatorConfig, self.estimator, 'estimator')
-        if self.estimator.pairing == 'matched' and self.algorithm != 'mf_reinforce':
-            raise ValueError(f"estimator.pairing 'matched' is implemented for mf_reinforce, not {self.algorithm!r}")
         if isinstance(self.ppo, dict):
             self.ppo = _build(PPOConfig, self.ppo, 'ppo')
         if isinstance(self.offdyn, dict):
             self.offdyn = _build(OffDynamicsConfig, self.offdyn, 'offdyn')
+        if self.estimator.pairing == 'matched' and (self.ppo.cv_policy != 'current' or self.ppo.cv_clip != 'plain'):
+            raise ValueError("estimator.pairing 'matched' takes MF-PPO's correction once per iteration at the rollout "
+                             "weights: ppo.cv_policy and ppo.cv_clip do not apply (leave them at their defaults)")
 
 
 @dataclass

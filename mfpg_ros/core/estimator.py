@@ -129,6 +129,73 @@ def matched_policy_loss(x_h: torch.Tensor, x_l: torch.Tensor, x_mu: torch.Tensor
     return loss / max(1, x_h.shape[-1])
 
 
+@dataclass
+class Matched:
+    """One iteration's data under pairing 'matched'. hifi: every HF segment, in batch order; replays and branches
+    (flat, grouped per segment) of the n segments that have a replay and at least one branch. rows (2n x steps over
+    [HF steps, replay steps, branch steps]) sums per-step terms into segment i's HF gradient g_i (row i) and its
+    control variate d_i = replay minus the mean of its branches (row n + i)."""
+
+    hifi: list[Episode]
+    replays: list[Episode]
+    branches: list[Episode]
+    rows: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return len(self.replays)
+
+    def branch_weights(self) -> torch.Tensor:
+        """Per branch step: 1 / (its segment's number of branches)."""
+        return -self.rows[self.n:, self.rows.shape[1] - sum(len(b) for b in self.branches):].sum(0)
+
+
+def match(hifi: list[Episode], paired: list[Episode], pool: list[Episode]) -> Matched | None:
+    """Group replays and branches (pool episodes whose pair_of names an HF segment) with their segments; None when
+    no segment has both. A segment whose replay or every branch was lost (unstable) leaves both LF terms."""
+    groups: dict[str, list[Episode]] = {}
+    for e in pool:
+        groups.setdefault(e.pair_of, []).append(e)
+    replay_of = {r.pair_of: r for r in paired}
+    used = [h for h in hifi if h.episode_id in replay_of and groups.get(h.episode_id)]
+    if not used:
+        return None
+    replays = [replay_of[h.episode_id] for h in used]
+    branches = [b for h in used for b in groups[h.episode_id]]
+    n, hf_steps, lf_steps = len(used), sum(len(h) for h in hifi), sum(len(r) for r in replays)
+    rows = torch.zeros(2 * n, hf_steps + lf_steps + sum(len(b) for b in branches))
+    starts = dict(zip((h.episode_id for h in hifi), np.cumsum([0, *(len(h) for h in hifi)]).tolist()))
+    l_at, b_at = hf_steps, hf_steps + lf_steps
+    for i, (h, r) in enumerate(zip(used, replays)):
+        rows[i, starts[h.episode_id]:starts[h.episode_id] + len(h)] = 1.0
+        rows[n + i, l_at:l_at + len(r)] = 1.0
+        group = groups[h.episode_id]
+        size = sum(len(b) for b in group)
+        rows[n + i, b_at:b_at + size] = -1.0 / len(group)
+        l_at, b_at = l_at + len(r), b_at + size
+    return Matched(hifi, replays, branches, rows)
+
+
+def segment_gradients(x: torch.Tensor, rows: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """rows @ (per-step gradients of x over params), flattened: one backward pass per row, batched."""
+    grads = torch.autograd.grad(x, params, grad_outputs=rows, is_grads_batched=True, retain_graph=True,
+                                allow_unused=True)
+    return torch.cat([g.reshape(len(rows), -1) for g in grads if g is not None], dim=1)
+
+
+def segment_c(coef: Coefficient, g: torch.Tensor, d: torch.Tensor, alpha: float,
+              fixed_c: float | None = None) -> tuple[float, dict]:
+    """c = -sum_i <g_i, d_i> / sum_i |d_i|^2 from earlier iterations' EMA only (so c does not depend on this batch's
+    d and the estimate stays unbiased; E[d_i] = 0 needs no centring); then this batch joins the EMA. Also the
+    variance proxy sum_i |g_i + c d_i|^2 over sum_i |g_i|^2."""
+    cross, spread = float((g * d).sum()), float((d * d).sum())
+    c = fixed_c if fixed_c is not None else coef.segment_c()
+    coef.update_segments(cross, spread, alpha)
+    var_without, var_with = float((g * g).sum()), float(((g + c * d) ** 2).sum())
+    return c, {'segment_cross': cross, 'segment_spread': spread, 'var_without_cv': var_without,
+               'var_with_cv': var_with, 'var_ratio': var_with / var_without if var_without > 0 else 1.0}
+
+
 def replay_horizon(segment: Episode, batch_steps: int) -> int:
     """Steps from an HF segment's start to its batch's end (extras['batch_start']: where in its version's batch of
     batch_steps HF steps it began): how far it could have run, fixed before any of its noise was drawn, so a

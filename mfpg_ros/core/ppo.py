@@ -55,6 +55,9 @@ class Batch:
     lf: Rollout  # MF: the paired LF replays, step i aligned with hf step i
     pool: Rollout  # MF: the independent LF pool (the mean term)
     mf: bool  # control variate on (pairs and pool present)
+    # pairing 'matched': the iteration's correction c * sum_i d_i / N per actor parameter, added to each CV minibatch
+    correction: list[torch.Tensor] | None = None
+    c: float = 0.0
 
 
 class PPOLearner:
@@ -82,7 +85,7 @@ class PPOLearner:
     def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
         t0 = time.perf_counter()
         hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))
-        batch, metrics = self._batch(hifi, paired, pool)
+        batch, metrics = self._batch(hifi, paired, pool, self.coef)
         if len(batch.hf) <= self.cfg.estimator.min_aligned_steps:
             metrics.update(_SKIPPED)
         else:
@@ -111,11 +114,14 @@ class PPOLearner:
             metrics
 
     # ---- data ----------------------------------------------------------------------------------------------
-    def _batch(self, hifi, paired, pool) -> tuple[Batch, dict]:
-        e = self.cfg.estimator
+    def _batch(self, hifi, paired, pool, coef: est.Coefficient | None = None) -> tuple[Batch, dict]:
+        """The update's data. coef: the running c statistics that pairing 'matched' advances (default: a copy)."""
+        e, coef = self.cfg.estimator, coef if coef is not None else copy.deepcopy(self.coef)
         if self.cfg.algorithm == 'ppo' or not paired:  # no LF data (e.g. an LF timeout): plain PPO on HF
             hf, empty = self._rollout(hifi), self._rollout([])
             return Batch(hf, empty, empty, mf=False), {'n_pairs': 0, 'n_aligned': len(hf), 'n_pool': 0}
+        if e.pairing == 'matched':
+            return self._matched_batch(hifi, paired, pool, coef)
         pairs = est.pair_segments(hifi, paired) if e.trim_pairs else []
         cut = [min(len(h), len(r)) for h, r in pairs]
         hf = self._rollout([h for h, _ in pairs], cut) if e.trim_pairs else self._rollout(hifi)
@@ -128,6 +134,35 @@ class PPOLearner:
                 part.advantages = (part.advantages - mean) / (std + 1e-8)
         batch = Batch(hf, lf, mu, mf=bool(len(lf)) and bool(len(mu)))
         return batch, {'n_pairs': len(pairs), 'n_aligned': len(hf), 'n_pool': len(mu)}
+
+    def _matched_batch(self, hifi, paired, pool, coef: est.Coefficient) -> tuple[Batch, dict]:
+        """pairing 'matched' (docs/pairing.md): plain PPO's data on every HF step, and the iteration's control variate
+        as one fixed vector c * sum_i d_i / N, taken at the rollout weights (ratio 1); c from earlier iterations,
+        fitted against per-segment HF gradients. Advantages normalised per batch: HF alone, and replays and branches
+        by one shared affine map (its dependence on this batch's LF data is the one inexact step: measured
+        unbiased, docs/pairing.md)."""
+        hf, empty = self._rollout(hifi), self._rollout([])
+        m = est.match(hifi, paired, pool)
+        if m is None:
+            return Batch(hf, empty, empty, mf=False), {'n_pairs': 0, 'n_aligned': len(hf), 'n_pool': 0}
+        lf, branches = self._rollout(m.replays), self._rollout(m.branches)
+        adv_h = hf.advantages
+        if self.cfg.ppo.normalize_advantage and len(adv_h) > 1:
+            adv_h = (adv_h - adv_h.mean()) / (adv_h.std() + 1e-8)
+            everything = torch.cat([lf.advantages, branches.advantages])
+            mean, std = everything.mean(), everything.std()
+            for part in (lf, branches):
+                part.advantages = (part.advantages - mean) / (std + 1e-8)
+        x = torch.cat([a * self.model.log_prob(r.obs, r.actions)
+                       for a, r in ((adv_h, hf), (lf.advantages, lf), (branches.advantages, branches))])
+        actor = self.model.actor_parameters()
+        flat = est.segment_gradients(x, m.rows, actor)
+        e = self.cfg.estimator
+        c, stats = est.segment_c(coef, flat[:m.n], flat[m.n:], e.ema_alpha, e.fixed_c)
+        total = c * flat[m.n:].sum(0) / len(hf)
+        correction = [chunk.view_as(q) for chunk, q in zip(total.split([q.numel() for q in actor]), actor)]
+        stats.update(n_pairs=m.n, n_aligned=len(hf), n_pool=len(branches))
+        return Batch(hf, empty, empty, mf=c != 0.0, correction=correction, c=c), stats
 
     def _rollout(self, episodes: list[Episode], cut: list[int] | None = None) -> Rollout:
         """Old log-probs, old values and GAE over whole segments, then each segment cut to its first cut[i] steps."""
@@ -189,6 +224,10 @@ class PPOLearner:
         info = _ratio_stats(ratio, p.clip_range)
         if not batch.mf or not cv:
             return est.mf_policy_loss(x_h, x_h[:0], x_h[:0], 0.0), info
+        if batch.correction is not None:  # matched: the fixed vector, as the linear loss -<correction, theta>
+            info.update(c=batch.c)
+            return est.mf_policy_loss(x_h, x_h[:0], x_h[:0], 0.0) - sum(
+                (g * q).sum() for g, q in zip(batch.correction, self.model.actor_parameters())), info
         ratio_l, adv_l = self._ratio_and_advantages(batch.lf, idx, False)  # LF advantages: normalised per iteration
         ratio_mu, adv_mu = self._ratio_and_advantages(batch.pool, pool_idx, False)
         x_l, x_mu = self._clipped(ratio_l, adv_l), self._clipped(ratio_mu, adv_mu)
