@@ -1,5 +1,6 @@
 """lofi_sim's pool runs beside its replays: a replay goes out while the pool is still running, and a pool that
 fails stops the node with the error (in-process node, real DDS for what it publishes)."""
+import contextlib
 import dataclasses
 import threading
 
@@ -20,10 +21,12 @@ from mfpg_ros.sim.tasks import make_task
 from ros_helpers import spin_until, weights_msg
 
 
-@pytest.fixture
-def lofi(ros_domain):
-    rclpy.init(domain_id=ros_domain, args=['--ros-args', '-p', 'algo.pool_envs:=2', '-p',
-                                           'algo.pool_steps_per_env:=50'])
+@contextlib.contextmanager
+def lofi_node(ros_domain, *params):
+    """A LofiSim (pool 2 x 50, plus params 'key:=value'), a listener collecting what it publishes, an executor."""
+    args = ['--ros-args'] + [a for kv in ('algo.pool_envs:=2', 'algo.pool_steps_per_env:=50', *params)
+                             for a in ('-p', kv)]
+    rclpy.init(domain_id=ros_domain, args=args)
     node, listener = LofiSim(), Node('listener')
     executor = LeanExecutor()
     executor.add_node(node)
@@ -31,10 +34,18 @@ def lofi(ros_domain):
     got = []
     listener.create_subscription(UInt8MultiArray, LOFI_EPISODES,
                                  lambda msg: got.extend(decode_episodes(bytes(msg.data))), lofi_episodes_qos(100))
-    yield node, listener, executor, got
-    node.destroy_node()
-    listener.destroy_node()
-    rclpy.try_shutdown()
+    try:
+        yield node, listener, executor, got
+    finally:
+        node.destroy_node()
+        listener.destroy_node()
+        rclpy.try_shutdown()
+
+
+@pytest.fixture
+def lofi(ros_domain):
+    with lofi_node(ros_domain) as parts:
+        yield parts
 
 
 def hifi_segment(weights, version):
@@ -82,16 +93,8 @@ def test_a_failing_pool_stops_the_node_with_its_error(lofi):
 def test_matched_pairing_publishes_a_run_on_replay_and_branches_per_segment(ros_domain):
     """pairing 'matched': no pool; per HF segment a replay to the batch end and pool_envs x steps / batch branches
     from its s0, all verified by the learner's assembler; a segment without batch_start is a logged rejection."""
-    rclpy.init(domain_id=ros_domain, args=['--ros-args', '-p', 'algo.pool_envs:=2', '-p', 'algo.pool_steps_per_env:=50',
-                                           '-p', 'algo.hf_steps_per_iter:=30', '-p', 'algo.estimator.pairing:=matched'])
-    node, listener = LofiSim(), Node('listener')
-    executor = LeanExecutor()
-    executor.add_node(node)
-    executor.add_node(listener)
-    got = []
-    listener.create_subscription(UInt8MultiArray, LOFI_EPISODES,
-                                 lambda msg: got.extend(decode_episodes(bytes(msg.data))), lofi_episodes_qos(100))
-    try:
+    with lofi_node(ros_domain, 'algo.hf_steps_per_iter:=30', 'algo.estimator.pairing:=matched') as parts:
+        node, listener, executor, got = parts
         assert node.pool is None and node.copies == 3
         hifi_pub = listener.create_publisher(UInt8MultiArray, HIFI_EPISODES, EPISODES_IN)
         spin_until(executor, lambda: node.episode_pub.get_subscription_count() == 1
@@ -112,7 +115,3 @@ def test_matched_pairing_publishes_a_run_on_replay_and_branches_per_segment(ros_
         data = asm.take()
         assert len(data.paired) == 1 and len(data.pool) == 3 and not asm.dropped
         assert all(b.pair_of == segment.episode_id for b in data.pool)
-    finally:
-        node.destroy_node()
-        listener.destroy_node()
-        rclpy.try_shutdown()
