@@ -8,7 +8,9 @@ correction's squared mean norm over its noise level (tr Cov / trials; about 1 wh
 
     python scripts/mfppo_cv_mean.py bench_out/mfppo20/runs/pendulum_gravity_2.0/mf_ppo/seed0/config.yaml
     python scripts/mfppo_cv_mean.py CONFIG --checkpoint run.safetensors --trials 400
-CONFIG: a training YAML or a bench run's config.yaml (its `config` block).
+    python scripts/mfppo_cv_mean.py CONFIG --pairing matched   # replays run on, branches for mu (docs/pairing.md)
+CONFIG: a training YAML or a bench run's config.yaml (its `config` block). Under 'matched' c is fitted to earlier
+trials (as to earlier iterations in training): --warmup trials only train it.
 """
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ import torch
 import yaml
 
 from mfpg_ros.core.checkpoint import load_checkpoint
-from mfpg_ros.core.config import load_config
+from mfpg_ros.core.config import PAIRINGS, load_config
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.core.ppo import PPOLearner
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
+from mfpg_ros.trainer import matched_lofi
 
 
 def main() -> None:
@@ -34,11 +37,15 @@ def main() -> None:
     parser.add_argument('--checkpoint', help='weights, critic and c statistics (default: the initial policy)')
     parser.add_argument('--trials', type=int, default=300)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--pairing', choices=PAIRINGS, help="override the config's estimator.pairing")
+    parser.add_argument('--warmup', type=int, default=30, help="'matched': trials that only fit c")
     args = parser.parse_args()
     torch.set_num_threads(1)
     raw = yaml.safe_load(open(args.config))
     cfg = load_config(raw.get('config', raw))
-    algo = dataclasses.replace(cfg.algo, algorithm='mf_ppo')
+    pairing = args.pairing or cfg.algo.estimator.pairing
+    algo = dataclasses.replace(cfg.algo, algorithm='mf_ppo',
+                               estimator=dataclasses.replace(cfg.algo.estimator, pairing=pairing))
     hifi_task, lofi_task = make_task(cfg.task, cfg.hifi_variant), make_task(cfg.task, cfg.lofi_variant)
     mf = PPOLearner(algo, hifi_task.contract, args.seed)
     ppo = PPOLearner(dataclasses.replace(algo, algorithm='ppo'), hifi_task.contract, args.seed)
@@ -50,17 +57,23 @@ def main() -> None:
     replayer = Engine(lofi_task, 1, seed=args.seed * 10 + 2)
     pool = Engine(lofi_task, algo.pool_envs, seed=args.seed * 10 + 3)
     g_mf, g_ppo, cs = [], [], []
-    for _ in range(args.trials):
+    for trial in range(args.trials + (args.warmup if pairing == 'matched' else 0)):
         hf = hifi.collect(policy, algo.hf_steps_per_iter, 0, HIFI)
-        lf = pool.collect(policy, algo.pool_steps_per_env, 0, LOFI_POOL)
-        g, metrics = mf.policy_gradient(hf, replayer.replay(policy, hf, 0), lf, first_minibatch=True)
-        g_mf.append(g.numpy())
-        g_ppo.append(ppo.policy_gradient(hf, first_minibatch=True)[0].numpy())
-        cs.append(metrics.get('c', 0.0))
+        if pairing == 'matched':
+            paired, lf = matched_lofi(replayer, pool, policy, hf, algo, 0)
+        else:
+            paired, lf = replayer.replay(policy, hf, 0), pool.collect(policy, algo.pool_steps_per_env, 0, LOFI_POOL)
+        if pairing != 'matched' or trial >= args.warmup:
+            g, metrics = mf.policy_gradient(hf, paired, lf, first_minibatch=True)
+            g_mf.append(g.numpy())
+            g_ppo.append(ppo.policy_gradient(hf, first_minibatch=True)[0].numpy())
+            cs.append(metrics.get('c', 0.0))
+        if pairing == 'matched':
+            mf._batch(hf, paired, lf, mf.coef)  # c's statistics learn from this trial for the next ones
     g_mf, g_ppo = np.stack(g_mf), np.stack(g_ppo)
     correction = g_mf - g_ppo
-    print(f'{cfg.task} HF {cfg.hifi_variant} vs LF {cfg.lofi_variant or "nominal"}, {args.trials} trials, policy std '
-          f'{float(mf.model.log_std.detach().exp().mean()):.2f}, c mean {np.mean(cs):+.3f}')
+    print(f'{cfg.task} HF {cfg.hifi_variant} vs LF {cfg.lofi_variant or "nominal"}, pairing {pairing}, {args.trials} '
+          f'trials, policy std {float(mf.model.log_std.detach().exp().mean()):.2f}, c mean {np.mean(cs):+.3f}')
     start = 0
     for name, param in mf.model.named_parameters():
         if name.startswith('vf.'):
