@@ -1,5 +1,6 @@
 """The multi-fidelity control-variate policy gradient (paper notes §1.3-1.6), as pure functions plus the
-coefficient's running statistics. Everything here works on flat per-step tensors; algorithms.py feeds it."""
+coefficient's running statistics, and the grouping and segment statistics of pairing 'matched' (docs/pairing.md).
+The losses work on flat per-step tensors; algorithms.py and ppo.py feed them."""
 from __future__ import annotations
 
 import math
