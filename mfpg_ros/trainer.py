@@ -29,13 +29,18 @@ ENGINES = ('hifi', 'pool', 'replayer', 'evaluator')
 RUN_CONTROL = ('iterations', 'eval_every', 'eval_episodes', 'target_return')  # may differ on resume
 
 
-def matched_lofi(replayer: Engine, brancher: Engine, policy, hifi: list[Episode], algo: AlgoConfig,
-                 version: int) -> tuple[list[Episode], list[Episode]]:
-    """pairing 'matched': each HF segment's replay, run on to its batch's end, and branch_copies fresh rollouts
-    from its state with the same stopping rule (lofi_sim does the same per segment as they stream in)."""
-    horizons = [replay_horizon(h, algo.hf_steps_per_iter) for h in hifi]
-    copies = branch_copies(algo.pool_envs * algo.pool_steps_per_env, algo.hf_steps_per_iter)
-    return replayer.replay(policy, hifi, version, horizons), brancher.branch(policy, hifi, horizons, copies, version)
+def lofi_data(replayer: Engine, pool: Engine, policy, hifi: list[Episode], algo: AlgoConfig,
+              version: int) -> tuple[list[Episode], list[Episode]]:
+    """The LF side of one version's data for `algo`: (paired replays, pool). Under pairing 'matched' each replay
+    runs on to its segment's batch end and the pool is branch_copies fresh rollouts from each segment's state with
+    the same stopping rule (lofi_sim does the same per segment as they stream in)."""
+    if algo.estimator.pairing == 'matched' and needs_paired(algo.algorithm):
+        horizons = [replay_horizon(h, algo.hf_steps_per_iter) for h in hifi]
+        return (replayer.replay(policy, hifi, version, horizons),
+                pool.branch(policy, hifi, horizons, branch_copies(algo), version))
+    paired = replayer.replay(policy, hifi, version) if needs_paired(algo.algorithm) else []
+    lf_pool = pool.collect(policy, algo.pool_steps_per_env, version, LOFI_POOL) if needs_pool(algo.algorithm) else []
+    return paired, lf_pool
 
 
 class Trainer:
@@ -60,12 +65,7 @@ class Trainer:
         algo, version = self.cfg.algo, self.learner.version
         policy = NumpyPolicy(self.learner.model)
         hifi = self.hifi.collect(policy, algo.hf_steps_per_iter, version, HIFI)
-        if algo.estimator.pairing == 'matched' and needs_paired(algo.algorithm):
-            return hifi, *matched_lofi(self.replayer, self.pool, policy, hifi, algo, version)
-        paired = self.replayer.replay(policy, hifi, version) if needs_paired(algo.algorithm) else []
-        pool = self.pool.collect(policy, algo.pool_steps_per_env, version, LOFI_POOL) \
-            if needs_pool(algo.algorithm) else []
-        return hifi, paired, pool
+        return hifi, *lofi_data(self.replayer, self.pool, policy, hifi, algo, version)
 
     def iteration(self) -> dict:
         t0 = time.perf_counter()

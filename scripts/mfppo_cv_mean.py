@@ -23,12 +23,12 @@ import yaml
 
 from mfpg_ros.core.checkpoint import load_checkpoint
 from mfpg_ros.core.config import PAIRINGS, load_config
-from mfpg_ros.core.episode import HIFI, LOFI_POOL
+from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.core.ppo import PPOLearner
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
-from mfpg_ros.trainer import matched_lofi
+from mfpg_ros.trainer import lofi_data
 
 
 def main() -> None:
@@ -59,10 +59,7 @@ def main() -> None:
     g_mf, g_ppo, cs = [], [], []
     for trial in range(args.trials + (args.warmup if pairing == 'matched' else 0)):
         hf = hifi.collect(policy, algo.hf_steps_per_iter, 0, HIFI)
-        if pairing == 'matched':
-            paired, lf = matched_lofi(replayer, pool, policy, hf, algo, 0)
-        else:
-            paired, lf = replayer.replay(policy, hf, 0), pool.collect(policy, algo.pool_steps_per_env, 0, LOFI_POOL)
+        paired, lf = lofi_data(replayer, pool, policy, hf, algo, 0)
         if pairing != 'matched' or trial >= args.warmup:
             g, metrics = mf.policy_gradient(hf, paired, lf, first_minibatch=True)
             g_mf.append(g.numpy())

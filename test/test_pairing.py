@@ -16,7 +16,7 @@ from mfpg_ros.core.learners import make_learner
 from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
-from mfpg_ros.trainer import Trainer, matched_lofi
+from mfpg_ros.trainer import Trainer, lofi_data
 
 torch.set_num_threads(1)
 ALGO = {'hf_steps_per_iter': 100, 'pool_envs': 3, 'pool_steps_per_env': 100}
@@ -84,7 +84,7 @@ def test_matched_with_c_zero_is_hf_only_reinforce():
                                                              lf_task.contract, 0)
     policy = NumpyPolicy(mf.model)
     hf = _hf_batches(hf_task, policy, 1)[0]
-    paired, pool = matched_lofi(Engine(lf_task, 1, seed=2), Engine(lf_task, 3, seed=3), policy, hf, cfg, 0)
+    paired, pool = lofi_data(Engine(lf_task, 1, seed=2), Engine(lf_task, 3, seed=3), policy, hf, cfg, 0)
     g_mf, m = mf.policy_gradient(hf, paired, pool)
     g_hf, _ = hf_only.policy_gradient(hf)
     torch.testing.assert_close(g_mf, g_hf, rtol=1e-6, atol=1e-7)
@@ -99,7 +99,7 @@ def test_segment_c_uses_only_earlier_iterations():
     replayer, brancher = Engine(lf_task, 1, seed=2), Engine(lf_task, 3, seed=3)
     seen = []
     for hf in _hf_batches(hf_task, policy, 3):
-        _, m = learner.policy_gradient(hf, *matched_lofi(replayer, brancher, policy, hf, cfg, 0))
+        _, m = learner.policy_gradient(hf, *lofi_data(replayer, brancher, policy, hf, cfg, 0))
         seen.append(m)
     assert seen[0]['c'] == 0.0  # nothing earlier
     assert seen[1]['c'] == pytest.approx(-seen[0]['segment_cross'] / seen[0]['segment_spread'])
@@ -168,7 +168,7 @@ def test_matched_mf_ppo_with_c_zero_is_plain_ppo_and_its_correction_is_unbiased(
     grads = {'ppo': [], 'mf': []}
     for trial in range(60):
         hf = hifi.collect(policy, 100, 0, HIFI)
-        paired, pool = matched_lofi(replayer, brancher, policy, hf, cfg['mf'], 0)
+        paired, pool = lofi_data(replayer, brancher, policy, hf, cfg['mf'], 0)
         if trial == 0:  # one real update each: c = 0 must not change a bit
             twins = {name: make_learner(cfg[name], lf_task.contract, 0) for name in ('ppo', 'c0')}
             twins['ppo'].update(hf)

@@ -19,11 +19,11 @@ from mfpg_ros.bench.settings import SETTINGS
 from mfpg_ros.core.algorithms import Learner
 from mfpg_ros.core.checkpoint import load_checkpoint
 from mfpg_ros.core.config import PAIRINGS, AlgoConfig, EstimatorConfig
-from mfpg_ros.core.episode import HIFI, LOFI_POOL
+from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
-from mfpg_ros.trainer import matched_lofi
+from mfpg_ros.trainer import lofi_data
 
 DEFAULT_SHIFT = {'Hopper-v5': 'hopper_gravity_0.5', 'Walker2d-v5': 'walker2d_friction_0.5',
                  'HalfCheetah-v5': 'halfcheetah_gravity_0.5', 'cartpole': 'cartpole_twin'}
@@ -64,11 +64,7 @@ def sample_gradients(hifi_task, lofi_task, algo: dict, pairing: str, trials: int
     grads, info = {name: [] for name in learners}, {'rho': [], 'c': [], 'kept': []}
     for _ in range(trials):
         hf = hifi.collect(policy, mf_cfg.hf_steps_per_iter, 0, HIFI)
-        if pairing == 'matched':
-            paired, lf_pool = matched_lofi(replayer, pool, policy, hf, mf_cfg, 0)
-        else:
-            paired, lf_pool = replayer.replay(policy, hf, 0), pool.collect(policy, mf_cfg.pool_steps_per_env, 0,
-                                                                           LOFI_POOL)
+        paired, lf_pool = lofi_data(replayer, pool, policy, hf, mf_cfg, 0)
         for name, learner in learners.items():
             g, m = learner.policy_gradient(hf, paired, lf_pool) if name != 'hf_only' else learner.policy_gradient(hf)
             grads[name].append(g.numpy())

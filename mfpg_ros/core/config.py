@@ -11,9 +11,7 @@ import yaml
 ALGORITHMS = ('mf_reinforce', 'reinforce', 'lf_reinforce', 'mf_ppo', 'ppo', 'darc', 'par')
 PPO_ALGORITHMS = ('ppo', 'mf_ppo')  # the algorithms core/ppo.py runs
 CLIP_MODES = ('joint', 'separate')
-
-
-PAIRINGS = ('paper', 'matched')
+PAIRINGS = ('paper', 'matched')  # estimator.pairing (docs/pairing.md)
 
 
 @dataclass

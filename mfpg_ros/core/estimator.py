@@ -207,9 +207,9 @@ def replay_horizon(segment: Episode, batch_steps: int) -> int:
     return max(1, batch_steps - int(segment.extras['batch_start']))
 
 
-def branch_copies(pool_steps: int, batch_steps: int) -> int:
-    """Branches per HF segment under pairing 'matched': the LF pool budget per HF step (at least one)."""
-    return max(1, pool_steps // max(1, batch_steps))
+def branch_copies(algo) -> int:
+    """Branches per HF segment under pairing 'matched': the LF pool budget per HF step of an AlgoConfig (>= 1)."""
+    return max(1, algo.pool_envs * algo.pool_steps_per_env // max(1, algo.hf_steps_per_iter))
 
 
 def trace_optimal_c(grads_h: torch.Tensor, grads_l: torch.Tensor) -> float:

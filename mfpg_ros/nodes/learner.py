@@ -57,7 +57,7 @@ class LearnerNode(Node):
         self.learner = make_learner(algo, self.contract, cfg.seed)
         pool_steps = algo.pool_envs * algo.pool_steps_per_env if needs_pool(algo.algorithm) else 0
         if algo.estimator.pairing == 'matched' and needs_paired(algo.algorithm):  # branches, not a pool budget
-            branches, pool_steps = branch_copies(pool_steps, algo.hf_steps_per_iter), 0
+            branches, pool_steps = branch_copies(algo), 0
         else:
             branches = 0
         self.assembler = IterationAssembler(algo.hf_steps_per_iter, pool_steps, needs_paired(algo.algorithm),

@@ -50,7 +50,7 @@ class LofiSim(Node):
         self.algorithm, self.steps_per_env = cfg.algo.algorithm, cfg.algo.pool_steps_per_env
         self.batch_steps = cfg.algo.hf_steps_per_iter
         self.matched = cfg.algo.estimator.pairing == 'matched' and needs_paired(self.algorithm)
-        self.copies = branch_copies(cfg.algo.pool_envs * cfg.algo.pool_steps_per_env, self.batch_steps)
+        self.copies = branch_copies(cfg.algo)
         envs = 0 if self.matched else pool_share(cfg.algo.pool_envs, self.worker, self.workers)
         self.pool = Engine(task, envs, seed=cfg.seed * 1000 + 2 * self.worker + 1, nthread=nthread) if envs else None
         self.replayer = Engine(task, 1, seed=cfg.seed * 1000 + 2 * self.worker + 2, nthread=nthread)

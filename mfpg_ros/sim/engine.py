@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from mujoco.batch import Batch, SimulationError
 
-from mfpg_ros.core.episode import LOFI_PAIRED, LOFI_POOL, Episode
+from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, LOFI_POOL, Episode
 from mfpg_ros.sim.tasks import Task
 
 
@@ -209,7 +209,7 @@ class Engine:
             bufs['eps'][:, i] = rng.standard_normal((steps_per_env, self.task.contract.act_dim))
         others = [self._workers.submit(lane.run, policy, steps_per_env, bufs) for lane in self.lanes[1:]]
         cuts = self.lanes[0].run(policy, steps_per_env, bufs) + [c for job in others for c in job.result()]
-        return [self._episode(bufs, c, version, fidelity, batch_start=c.start)
+        return [self._episode(bufs, c, version, fidelity, batch_start=c.start if fidelity == HIFI else None)
                 for c in sorted(cuts, key=lambda c: (c.env, c.start))]
 
     # --- paired replays (common random numbers) and rollouts branching from HF states -----------------------
@@ -321,7 +321,7 @@ class Engine:
                  batch_start: int | None = None) -> Episode:
         part = {k: np.ascontiguousarray(v[cut.start:cut.end, cut.env]) for k, v in bufs.items()}
         extras = {'env': float(cut.env)}
-        if batch_start is not None:  # where in this call's steps it began (replay_horizon)
+        if batch_start is not None:  # an HF segment: where in this call's steps it began (replay_horizon)
             extras['batch_start'] = float(batch_start)
         if cut.aborted:
             extras['unstable'] = 1.0
