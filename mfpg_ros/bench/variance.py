@@ -108,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
           f'{args.trials} trials of {args.hf_steps} HF + {args.pool_envs}x{args.pool_steps} LF steps, pairing '
           f'{args.pairing} ({seconds:.1f} s)'
           f'{", policy from " + args.checkpoint if args.checkpoint else ""}')
-    print(f'per-step surrogate rho: mean {np.mean(rhos):.3f} (min {np.min(rhos):.3f}); c: mean {np.mean(cs):+.3f}; '
-          f'HF steps kept by the pairing: {np.mean(kept):.1%} (min {np.min(kept):.1%})')
+    rho = f'per-step surrogate rho: mean {np.mean(rhos):.3f} (min {np.min(rhos):.3f}); ' \
+        if args.pairing == 'paper' else ''  # 'matched' fits c to segment gradients, without a rho
+    print(f'{rho}c: mean {np.mean(cs):+.3f}; HF steps kept by the pairing: {np.mean(kept):.1%} '
+          f'(min {np.min(kept):.1%})')
     print(f'gradient variance (trace): hf_only {var["hf_only"]:.4g}  mf {var["mf"]:.4g}')
     bias = {name: bias_stats(g[name], g['hf_only']) for name in ('mf_c0', 'mf')}
     for name, b in bias.items():
