@@ -21,6 +21,7 @@ from mfpg_ros.core.config import load_config
 from mfpg_ros.node_process import NodeProcess, stop_all
 
 DISCOVERY_TIMEOUT = 60.0  # node start-up (torch, MuJoCo) on a busy 2-core machine included
+LEARNER_EXIT_GRACE = 10.0  # a done learner's last acks (<= 2 s each) and file closing, before the graph is stopped
 EXIT_DONE, EXIT_FAILED, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 124, 130
 
 
@@ -228,6 +229,12 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
                     raise
                 probe.spin_once(0.05)
         code = EXIT_DONE
+        # The learner finishes its last iteration's files and deliveries and exits by itself (exit_when_done): a
+        # 'done' row can be read in metrics.csv before its TensorBoard point is written, so let it end first.
+        learner = next((p for p in procs if p.name == 'learner'), None)
+        grace = time.monotonic() + LEARNER_EXIT_GRACE
+        while learner is not None and learner.poll() is None and time.monotonic() < grace:
+            probe.spin_once(0.05)
     except (NodeDied, TimeoutError) as exc:  # TimeoutError: discovery failed
         progress.write(f'error: {exc}')
     except Deadline:

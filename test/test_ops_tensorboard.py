@@ -51,33 +51,3 @@ def test_values_are_float32_like_tensorboard_stores_them(tmp_path):
     log.log(1, {'x': 0.1})
     log.close()
     assert read_scalars(tmp_path)['mfpg/x'][0][1] == pytest.approx(0.1, rel=1e-6)
-
-
-
-def test_learner_logs_scalars_before_the_csv_row_the_runner_stops_on(tmp_path):
-    """The runner ends the graph once metrics.csv has a 'done' row, so that iteration's scalars must be on disk
-    before the row is (written after it, a fast stop once lost the last point)."""
-    from types import SimpleNamespace
-
-    from mfpg_ros.nodes.learner import LearnerNode
-    from mfpg_ros.runner import read_metrics_csv
-
-    csv_rows_when_logged = []
-
-    class Log(TensorBoardLog):
-        def log(self, step, metrics):
-            path = tmp_path / 'metrics.csv'
-            csv_rows_when_logged.append(len(read_metrics_csv(path)) if path.exists() else 0)
-            super().log(step, metrics)
-
-    learner = SimpleNamespace(run_dir=tmp_path, csv_fields=None, resumed=False, learner=SimpleNamespace(version=0),
-                              tensorboard=Log(tmp_path / 'tb'))
-    try:
-        for version in (1, 2, 3):
-            learner.learner.version = version
-            LearnerNode.record(learner, {'iteration': version - 1, 'hf_return': 10.0 * version, 'done': version == 3})
-    finally:
-        learner.tensorboard.close()
-    assert csv_rows_when_logged == [0, 1, 2]  # each iteration's scalars went out before its row
-    assert len(read_metrics_csv(tmp_path / 'metrics.csv')) == 3
-    assert read_scalars(tmp_path / 'tb')['mfpg/hf_return'] == [(1, 10.0), (2, 20.0), (3, 30.0)]

@@ -184,7 +184,7 @@ def test_cli_rejects_a_bad_key_before_starting_anything(tmp_path, capsys):
 
 # --- supervision with fake nodes -----------------------------------------------------------------------------------
 FAKE_NODE = '''
-import json, sys
+import json, os, sys, time
 import rclpy
 from std_msgs.msg import String
 
@@ -202,6 +202,10 @@ if name == 'learner':  # three summaries once the runner listens, the last one d
         pub.publish(String(data=json.dumps({'iteration': i, 'hf_total_steps': 100 * (i + 1),
             'hf_return': 10.0 * (i + 1), 'c': -0.5, 'rho': 0.9, 'var_ratio': 0.2, 'iteration_seconds': 0.1,
             'done': i == 2})))
+    if os.environ.get('FAKE_LEARNER_FINISHED'):  # like the learner node: last files, then exit on its own
+        time.sleep(0.5)  # its final work (acks, TensorBoard, closing files)
+        open(os.environ['FAKE_LEARNER_FINISHED'], 'w').close()
+        sys.exit(0)
 if name == 'echo':  # republishes 'in' on 'out'
     out = node.create_publisher(String, 'out', 10)
     node.create_subscription(String, 'in', out.publish, 10)
@@ -263,6 +267,17 @@ def test_runner_follows_the_summaries_until_done(fake_node, ros_env, tmp_path):
     assert (tmp_path / 'learning_curve.png').stat().st_size > 1000
     assert runner.final_return(rows) == 30.0
     assert (tmp_path / 'logs' / 'learner.log').read_text().startswith(f'$ {fake_node} --ros-args')
+    _assert_no_children()
+
+
+def test_runner_lets_a_done_learner_finish_before_stopping_the_graph(fake_node, ros_env, tmp_path):
+    """A 'done' summary (or metrics.csv row) arrives before the learner has closed its files: stopping the graph
+    right then once cut its last TensorBoard point. The runner waits for it to exit by itself."""
+    finished = tmp_path / 'learner_finished'
+    env = {**ros_env, 'FAKE_LEARNER_FINISHED': str(finished)}
+    code, summaries = runner.run_graph(_fake_specs(fake_node, ['learner', 'idler']), tmp_path, env, timeout=30)
+    assert code == runner.EXIT_DONE and summaries[-1]['done']
+    assert finished.is_file()
     _assert_no_children()
 
 

@@ -163,11 +163,9 @@ class LearnerNode(Node):
             self.metric_pubs[name].publish(Float64(data=float(value)))
 
     def record(self, metrics: dict) -> None:
-        """The iteration's TensorBoard scalars, then its row in metrics.csv: the runner stops the graph as soon as
-        it reads a 'done' row there, so everything else must be on disk first."""
+        """The iteration's row in metrics.csv and its TensorBoard scalars."""
         if not self.run_dir:
             return
-        self.tensorboard.log(self.learner.version, metrics)
         path = self.run_dir / 'metrics.csv'
         if self.csv_fields is None and self.resumed and path.is_file():  # resumed into its run folder: append
             with path.open(newline='') as f:
@@ -179,6 +177,7 @@ class LearnerNode(Node):
             if new:
                 writer.writeheader()
             writer.writerow(metrics)
+        self.tensorboard.log(self.learner.version, metrics)
 
     def checkpoint(self) -> None:
         """Every version is checkpointed (the initial one too); every checkpoint_every-th and the newest are kept."""
