@@ -120,8 +120,8 @@ def test_report_on_ppo_runs_only_reports_mf_ppo(smoke, capsys, tmp_path):
     text = capsys.readouterr().out
     assert 'mf_reinforce' not in text and 'mf_ppo vs ppo over 2 settings' in text
     row = next(line for line in text.splitlines() if line.startswith('| cartpole_twin | '))
-    rho = float(row.split('|')[2])  # the estimator statistics are MF-PPO's
-    assert -1 <= rho <= 1
+    rho, c, var_ratio = (cell.strip() for cell in row.split('|')[2:5])  # the estimator statistics are MF-PPO's
+    assert rho == '–' and float(c) < 0 and 0 < float(var_ratio) < 2  # pairing 'matched' (its default): no rho
     assert text.strip().splitlines()[-1].split(': ')[1] != 'nan'
 
 

@@ -36,5 +36,5 @@ def test_mf_ppo_raises_cartpole_return():
     history = trainer.run()
     after = trainer.evaluate()
     print(f'MF-PPO deterministic eval return before {before:.1f} after {after:.1f}; '
-          f'c {history[-1]["c"]:+.2f} rho {history[-1]["rho"]:+.2f}')
+          f'c {history[-1]["c"]:+.2f} variance ratio {history[-1]["var_ratio"]:.2f}')
     assert after > 2.5 * before

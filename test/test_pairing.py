@@ -14,6 +14,7 @@ from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.estimator import replay_horizon
 from mfpg_ros.core.learners import make_learner
 from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
+from mfpg_ros.graph import share_file
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
 from mfpg_ros.trainer import Trainer, lofi_data
@@ -136,6 +137,21 @@ def test_pairing_is_validated():
         AlgoConfig(algorithm='mf_ppo', estimator={'pairing': 'matched'}, ppo={'cv_policy': 'rollout'})
 
 
+def test_auto_pairing_is_paper_for_mf_reinforce_and_matched_for_mf_ppo():
+    assert EstimatorConfig().pairing == 'auto'
+    assert {a: AlgoConfig(algorithm=a).estimator.pairing for a in ('mf_reinforce', 'mf_ppo', 'ppo')} == {
+        'mf_reinforce': 'paper', 'mf_ppo': 'matched', 'ppo': 'paper'}
+    shipped = load_config(share_file('config', 'train.yaml'), **{'algo.algorithm': 'mf_ppo'})
+    assert shipped.algo.estimator.pairing == 'matched'
+    assert load_config(shipped.to_dict()).algo.estimator.pairing == 'matched'  # saved resolved: reloads the same
+    explicit = AlgoConfig(algorithm='mf_ppo', estimator={'pairing': 'paper'}, ppo={'cv_clip': 'signed'})
+    assert explicit.estimator.pairing == 'paper'  # an explicit choice stays, with its own options
+    with pytest.raises(ValueError, match="mf_ppo defaults to it: set estimator.pairing: paper"):
+        AlgoConfig(algorithm='mf_ppo', estimator={'trim_pairs': False})
+    with pytest.raises(ValueError, match="mf_ppo's default"):
+        AlgoConfig(algorithm='mf_ppo', ppo={'cv_clip': 'signed'})
+
+
 def test_matched_run_resumes_bit_identically(tmp_path):
     cfg = load_config({'task': 'cartpole', 'hifi_variant': 'cartpole_twin', 'seed': 3, 'iterations': 4,
                        'eval_every': 0, 'target_return': None,
@@ -185,3 +201,16 @@ def test_matched_mf_ppo_with_c_zero_is_plain_ppo_and_its_correction_is_unbiased(
     print(bias, ratio)
     assert bias['over_noise'] < 4 and 0.7 < bias['progress'] < 1.3
     assert ratio < 0.9  # c = -0.5 on normalised advantages: a variance reduction (0.70 measured)
+
+
+def test_matched_mf_ppo_reports_its_segment_statistics_not_paper_ones():
+    """Under 'matched' the PPO learner's metrics are the segment fit's (they were once overwritten by the skipped-
+    update defaults: var_ratio 1.0, rho 0.0 in every row)."""
+    cfg = load_config({'task': 'cartpole', 'hifi_variant': 'cartpole_twin', 'iterations': 3, 'eval_every': 0,
+                       'target_return': None,
+                       'algo': {'algorithm': 'mf_ppo', 'lr': 1e-3, 'pool_envs': 3, 'pool_steps_per_env': 100}})
+    assert cfg.algo.estimator.pairing == 'matched'
+    for m in Trainer(cfg, nthread=1).run():
+        assert not {'rho', 'sigma_h', 'sigma_l', 'lf_clip_fraction'} & set(m)
+        assert m['var_without_cv'] > 0 and m['var_ratio'] == pytest.approx(m['var_with_cv'] / m['var_without_cv'])
+        assert m['segment_spread'] > 0 and m['n_pool'] > 0

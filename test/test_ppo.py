@@ -1,5 +1,6 @@
-"""PPO / MF-PPO (mfpg_ros/core/ppo.py): c = 0 is plain PPO bit for bit; the first-minibatch MF gradient is unbiased
-on a closed-form linear-Gaussian problem and has lower variance at a good c; metrics, checkpoints, config, factory."""
+"""PPO / MF-PPO (mfpg_ros/core/ppo.py) under the paper pairing (matched: test_pairing.py): c = 0 is plain PPO bit
+for bit; the first-minibatch MF gradient is unbiased on a closed-form linear-Gaussian problem and has lower variance
+at a good c; metrics, checkpoints, config, factory."""
 import copy
 import math
 
@@ -52,7 +53,7 @@ def _toy_data(seed=0, hf_lens=(70, 90), lf_lens=(70, 90), pool=(300, 300)):
 
 def _cfg(algorithm='mf_ppo', ppo=None, **estimator):
     return AlgoConfig(algorithm=algorithm, lr=3e-3, ppo=PPOConfig(**(ppo or {})),
-                      estimator=EstimatorConfig(**estimator))
+                      estimator=EstimatorConfig(**{'pairing': 'paper', **estimator}))
 
 
 def _weights(learner):
@@ -187,7 +188,7 @@ def test_signed_cv_clip_has_the_same_first_gradient_and_a_trust_region_for_the_p
 def _line_learner(c, normalize=False, minibatch=64, **estimator):
     cfg = AlgoConfig(algorithm='mf_ppo', gamma=0.0, hidden=(), log_std_init=math.log(SIGMA), max_grad_norm=1e9,
                      ppo=PPOConfig(minibatch_size=minibatch, normalize_advantage=normalize),
-                     estimator=EstimatorConfig(fixed_c=c, **estimator))
+                     estimator=EstimatorConfig(fixed_c=c, **{'pairing': 'paper', **estimator}))
     learner = PPOLearner(cfg, LINE, seed=0)
     with torch.no_grad():  # policy mean = THETA * s exactly; critic V(s) = -1.2, a plain constant baseline
         learner.model.pi[0].weight.fill_(THETA), learner.model.pi[0].bias.zero_()
@@ -280,7 +281,8 @@ def test_policy_gradient_first_minibatch_is_what_the_update_steps_on():
 
 def test_mf_ppo_learns_the_hf_optimum_not_the_lf_one():
     """Fresh data from the current policy each iteration: the weight must reach K_HF (the LF optimum is K_LF)."""
-    cfg = AlgoConfig(algorithm='mf_ppo', gamma=0.0, hidden=(), lr=0.02, ppo=PPOConfig(minibatch_size=64))
+    cfg = AlgoConfig(algorithm='mf_ppo', gamma=0.0, hidden=(), lr=0.02, ppo=PPOConfig(minibatch_size=64),
+                     estimator=EstimatorConfig(pairing='paper'))
     learner, rng = PPOLearner(cfg, LINE, seed=1), np.random.default_rng(1)
     for _ in range(30):
         w, b, std = (float(p.detach()) for p in (learner.model.pi[0].weight, learner.model.pi[0].bias,

@@ -45,11 +45,12 @@ def completed_iterations(metrics_csv: Path) -> int:
     return 0
 
 
-def run_graph(iterations: int, sets: list[str], run_dir: Path, skip: int) -> tuple[list[float], dict[str, float]]:
+def run_graph(iterations: int, sets: list[str], run_dir: Path, skip: int,
+              lofi_workers: int = 1) -> tuple[list[float], dict[str, float]]:
     """`mfpg train` for `iterations`: each iteration's wall time, and each node's CPU seconds per iteration
     between the end of iteration `skip` and the last iteration seen while every node was still up."""
     cmd = [sys.executable, '-m', 'mfpg_ros.cli', 'train', '--run-dir', str(run_dir), '--iterations', str(iterations),
-           '--target-return', 'nan', *sum((['--set', s] for s in sets), [])]
+           '--target-return', 'nan', '--lofi-workers', str(lofi_workers), *sum((['--set', s] for s in sets), [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     runner, first, last = psutil.Process(proc.pid), None, None
     while proc.poll() is None:
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument('--iterations', type=int, default=15, help='per run')
     parser.add_argument('--rounds', type=int, default=3, help='graph runs, each between two in-process runs')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override')
+    parser.add_argument('--lofi-workers', type=int, default=1, help='lofi_sim processes in the graph (mfpg train)')
     args = parser.parse_args(argv)
     skip = 2  # start-up and first-iteration effects
     overrides = dict(s.split('=', 1) for s in args.set)
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
     graph_runs = []
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
-            seconds, cpu = run_graph(args.iterations, args.set, Path(tmp) / 'run', skip)
+            seconds, cpu = run_graph(args.iterations, args.set, Path(tmp) / 'run', skip, args.lofi_workers)
             graph_runs.append((seconds[skip:], cpu))
         in_process_runs.append(run_in_process())
     ratios = []

@@ -31,16 +31,27 @@ class EstimatorConfig:
     # the control variate's mean is then not zero (docs/results.md). 'matched': each replay runs on with fresh
     # noise to where its HF segment's batch ends, and mu from fresh LF rollouts branching from the same HF states
     # with the same stopping rule, so E[X_l] = mu exactly (docs/pairing.md). trim_pairs and mu_from_pool_only
-    # belong to 'paper'.
-    pairing: str = 'paper'
+    # belong to 'paper'. 'auto' (the default) is resolved by AlgoConfig: 'matched' for mf_ppo (measured better, and
+    # the paper's code has no PPO), 'paper' for everything else (the authors' code).
+    pairing: str = 'auto'
 
     def __post_init__(self):
         self.fixed_c = _optional(self.fixed_c)
-        if self.pairing not in PAIRINGS:
-            raise ValueError(f'estimator.pairing {self.pairing!r} is not one of {PAIRINGS}')
+        if self.pairing not in ('auto', *PAIRINGS):
+            raise ValueError(f"estimator.pairing {self.pairing!r} is not one of {('auto', *PAIRINGS)}")
         if self.pairing == 'matched' and (not self.trim_pairs or self.mu_from_pool_only):
             raise ValueError("estimator.pairing 'matched' uses whole replays and its own mean term: trim_pairs and "
                              "mu_from_pool_only apply to 'paper' only")
+
+    def resolve_pairing(self, algorithm: str) -> None:
+        """'auto' becomes the pairing `algorithm` defaults to; an explicit choice stays."""
+        if self.pairing != 'auto':
+            return
+        self.pairing = 'matched' if algorithm == 'mf_ppo' else 'paper'
+        try:
+            self.__post_init__()
+        except ValueError as err:
+            raise ValueError(f'{err} ({algorithm} defaults to it: set estimator.pairing: paper)') from None
 
 
 @dataclass
@@ -131,9 +142,11 @@ class AlgoConfig:
             self.ppo = _build(PPOConfig, self.ppo, 'ppo')
         if isinstance(self.offdyn, dict):
             self.offdyn = _build(OffDynamicsConfig, self.offdyn, 'offdyn')
+        self.estimator.resolve_pairing(self.algorithm)
         if self.estimator.pairing == 'matched' and (self.ppo.cv_policy != 'current' or self.ppo.cv_clip != 'plain'):
-            raise ValueError("estimator.pairing 'matched' takes MF-PPO's correction once per iteration at the rollout "
-                             "weights: ppo.cv_policy and ppo.cv_clip do not apply (leave them at their defaults)")
+            raise ValueError("estimator.pairing 'matched' (mf_ppo's default) takes MF-PPO's correction once per "
+                             "iteration at the rollout weights: ppo.cv_policy and ppo.cv_clip apply to pairing 'paper' "
+                             "only")
 
 
 @dataclass

@@ -85,11 +85,12 @@ class PPOLearner:
     def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
         t0 = time.perf_counter()
         hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))
-        batch, metrics = self._batch(hifi, paired, pool, self.coef)
-        if len(batch.hf) <= self.cfg.estimator.min_aligned_steps:
-            metrics.update(_SKIPPED)
-        else:
-            metrics.update(self._optimise(batch))
+        batch, stats = self._batch(hifi, paired, pool, self.coef)
+        skip = len(batch.hf) <= self.cfg.estimator.min_aligned_steps
+        metrics = {**(_SKIPPED if skip else self._optimise(batch)), **stats}  # the batch's statistics over defaults
+        if self.cfg.estimator.pairing == 'matched':  # c comes from segment gradients: no surrogate rho, no LF ratios
+            for key in _PAPER_PAIRING_ONLY:
+                metrics.pop(key)
         metrics.update(iteration=self.version, hf_segments=len(hifi), hf_steps=sum(len(e) for e in hifi),
                        lf_steps=sum(len(e) for e in (*paired, *pool)), update_seconds=time.perf_counter() - t0,
                        std=float(self.model.log_std.detach().exp().mean()))
@@ -338,3 +339,4 @@ _SKIPPED = {'skipped': 1.0, 'policy_loss': float('nan'), 'value_loss': float('na
             'clip_fraction': 0.0, 'lf_clip_fraction': 0.0, 'approx_kl': 0.0, 'approx_kl_last': 0.0,
             'c': 0.0, 'c_last': 0.0, 'rho': 0.0, 'sigma_h': 0.0, 'sigma_l': 0.0, 'rho_ema': 0.0,
             'var_without_cv': 0.0, 'var_with_cv': 0.0, 'var_ratio': 1.0, 'n_updates': 0, 'epochs': 0}
+_PAPER_PAIRING_ONLY = ('rho', 'sigma_h', 'sigma_l', 'rho_ema', 'lf_clip_fraction')
