@@ -12,7 +12,7 @@ from mfpg_ros.core.episode import HIFI, LOFI_POOL
 from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
 from mfpg_ros.diagnostics_feed import DiagnosticsFeed
 from mfpg_ros.nodes.bag_recorder import RECORDED, SUMMARY
-from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LATCHED, LOFI_EPISODES, WEIGHTS, WEIGHTS_OUT, bytes_msg, \
+from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LOFI_EPISODES, WEIGHTS, WEIGHTS_OUT, bytes_msg, \
     msg_bytes
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
@@ -43,7 +43,8 @@ def test_recorder_writes_what_was_sent(spawn, probe, tmp_path):
     task, weights, hifi, lofi = sample_payloads()
     sent = {'/' + WEIGHTS: weights, '/' + HIFI_EPISODES: hifi, '/' + LOFI_EPISODES: lofi,
             '/metrics/summary': [json.dumps({'iteration': 0, 'c': -0.5})]}
-    for topic, qos, payloads in ((WEIGHTS, LATCHED, weights), (HIFI_EPISODES, EPISODES, hifi),
+    # the learner's weights writer QoS (depth 8): a depth-1 writer may replace version 0 before a busy reader got it
+    for topic, qos, payloads in ((WEIGHTS, WEIGHTS_OUT, weights), (HIFI_EPISODES, EPISODES, hifi),
                                  (LOFI_EPISODES, EPISODES, lofi)):
         pub = probe.publish(topic, bytes_msg(payloads[0]), qos)
         for payload in payloads[1:]:
