@@ -60,8 +60,9 @@ def test_graph_trains_the_cartpole_with_paired_replays(spawn, probe):
 
 
 # matched: c is fixed, since the estimated one comes from earlier iterations only (0 at the first update)
-@pytest.mark.parametrize('pairing', [{}, {'algo.estimator.pairing': 'matched', 'algo.estimator.fixed_c': -0.5}],
-                         ids=['paper', 'matched'])
+@pytest.mark.parametrize('pairing', [{}, {'algo.estimator.pairing': 'matched', 'algo.estimator.fixed_c': -0.5},
+                                     {'algo.algorithm': 'mf_ppo', 'algo.estimator.fixed_c': -0.5}],
+                         ids=['paper', 'matched', 'mf_ppo'])  # mf_ppo: its default pairing, matched
 def test_graph_update_equals_the_in_process_learner(spawn, probe, pairing):
     params = {'algo.pool_steps_per_env': 50, 'iterations': 1, 'target_return': '.nan', 'seed': 7,
               'lofi_timeout_s': 600.0,  # a loaded machine must not turn this into an HF-only update
