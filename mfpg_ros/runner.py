@@ -231,7 +231,8 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
         code = EXIT_DONE
         # The learner finishes its last iteration's files and deliveries and exits by itself (exit_when_done): a
         # 'done' row can be read in metrics.csv before its TensorBoard point is written, so let it end first.
-        learner = next((p for p in procs if p.name == 'learner'), None)
+        learner = next((p for p, s in zip(procs, specs)
+                        if s.name == 'learner' and s.overrides.get('exit_when_done', True)), None)
         grace = time.monotonic() + LEARNER_EXIT_GRACE
         while learner is not None and learner.poll() is None and time.monotonic() < grace:
             probe.spin_once(0.05)
