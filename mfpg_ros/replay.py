@@ -1,8 +1,9 @@
 """`mfpg replay <bag>`: re-run the learner offline on a recorded run and check it lands on the recorded weights.
 
 For each policy version v, the recorded HF and LF episodes of v go through the learner node's own bookkeeping
-(IterationAssembler: HF budget, verified pairs, pool budget; HF-only when the run's summary reports a low-fidelity
-timeout), one learner update is taken, and the resulting weights are compared with the recorded weights v+1.
+(core.learners.iteration_assembler: HF budget, verified pairs, the pool budget or, under pairing 'matched', each
+segment's branches; HF-only when the run's summary reports a low-fidelity timeout), one learner update is taken,
+and the resulting weights are compared with the recorded weights v+1.
 The learner starts from the config's seed (the config stored in the bag, or --config), exactly as the node does.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mfpg_ros.core.bookkeeping import IterationAssembler
 from mfpg_ros.core.codec import CodecError, Weights, decode_episodes, decode_weights, load_into
 from mfpg_ros.core.config import TrainConfig, load_config
 from mfpg_ros.core.episode import Episode
-from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
+from mfpg_ros.core.learners import iteration_assembler, make_learner
 from mfpg_ros.sim.tasks import make_task
 
 WEIGHTS, HIFI_EPISODES, LOFI_EPISODES, SUMMARY = 'policy/weights', 'hifi/episodes', 'lofi/episodes', 'metrics/summary'
@@ -91,13 +92,12 @@ def replay(rec: Recording, cfg: TrainConfig, log=print) -> list[tuple[int, float
         load_into(learner.model, rec.weights[first])
         learner.version = first
         log('  replay starts from the recorded weights with a fresh optimiser: later differences are expected')
-    pool_steps = algo.pool_envs * algo.pool_steps_per_env if needs_pool(algo.algorithm) else 0
     results = []
     for version in range(first, max(rec.weights)):
         if version + 1 not in rec.weights:
             log(f'version {version}: no recorded weights {version + 1}; stopping')
             break
-        assembler = IterationAssembler(algo.hf_steps_per_iter, pool_steps, needs_paired(algo.algorithm))
+        assembler = iteration_assembler(algo)
         assembler.version = version
         for episode in rec.episodes.get(version, []):
             assembler.add(episode)

@@ -19,7 +19,7 @@ from mfpg_ros.core.checkpoint import load_arrays, load_checkpoint, read_extra, s
 from mfpg_ros.core.config import AlgoConfig, TrainConfig, load_config
 from mfpg_ros.core.estimator import branch_copies, replay_horizon
 from mfpg_ros.core.episode import HIFI, LOFI_POOL, Episode
-from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
+from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool, uses_branches
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
@@ -34,7 +34,7 @@ def lofi_data(replayer: Engine, pool: Engine, policy, hifi: list[Episode], algo:
     """The LF side of one version's data for `algo`: (paired replays, pool). Under pairing 'matched' each replay
     runs on to its segment's batch end and the pool is branch_copies fresh rollouts from each segment's state with
     the same stopping rule (lofi_sim does the same per segment as they stream in)."""
-    if algo.estimator.pairing == 'matched' and needs_paired(algo.algorithm):
+    if uses_branches(algo):
         horizons = [replay_horizon(h, algo.hf_steps_per_iter) for h in hifi]
         return (replayer.replay(policy, hifi, version, horizons),
                 pool.branch(policy, hifi, horizons, branch_copies(algo), version))

@@ -2,8 +2,10 @@
 import numpy as np
 
 from mfpg_ros.core.bookkeeping import EpisodeReturns, IterationAssembler
+from mfpg_ros.core.config import AlgoConfig
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, LOFI_POOL, Episode
+from mfpg_ros.core.learners import iteration_assembler
 
 CONTRACT = Contract('toy', ('x',), ('u',), (-1.0,), (1.0,), 50.0, 1, 1)
 
@@ -86,6 +88,16 @@ def test_matched_iteration_waits_for_each_segments_branches_and_verifies_them():
     assert [p.pair_of for p in data.paired] == ['a', 'b']
     assert [b.pair_of for b in data.pool] == ['a', 'a', 'a', 'b']
     assert asm.dropped['branch mismatch'] == 2
+
+
+def test_the_learners_assembler_waits_for_a_pool_or_for_branches_by_pairing():
+    paper, matched = (iteration_assembler(AlgoConfig(hf_steps_per_iter=100, pool_envs=9, pool_steps_per_env=200,
+                                                     estimator={'pairing': p})) for p in ('paper', 'matched'))
+    assert (paper.pool_steps, paper.branches, paper.need_paired) == (1800, 0, True)
+    assert (matched.pool_steps, matched.branches, matched.need_paired) == (0, 18, True)
+    hf_only = iteration_assembler(AlgoConfig(algorithm='ppo'))
+    assert (hf_only.pool_steps, hf_only.branches, hf_only.need_paired) == (0, 0, False)
+    assert iteration_assembler(AlgoConfig(algorithm='mf_ppo')).branches > 0  # its default pairing is matched
 
 
 def test_replays_longer_than_their_segment_are_refused_under_the_papers_pairing():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from mfpg_ros.core.algorithms import Learner
 from mfpg_ros.core.baselines import OFF_DYNAMICS_LEARNERS
+from mfpg_ros.core.bookkeeping import IterationAssembler
 from mfpg_ros.core.config import PPO_ALGORITHMS, AlgoConfig
 from mfpg_ros.core.contract import Contract
+from mfpg_ros.core.estimator import branch_copies
 from mfpg_ros.core.ppo import PPOLearner
 
 
@@ -24,3 +26,18 @@ def needs_paired(algorithm: str) -> bool:
 def needs_pool(algorithm: str) -> bool:
     """Whether the algorithm uses the independent LF pool."""
     return algorithm not in ('reinforce', 'ppo')
+
+
+def uses_branches(algo: AlgoConfig) -> bool:
+    """Pairing 'matched' on an algorithm with paired replays: each replay runs on to its batch end and LF rollouts
+    branching from each HF segment replace the independent pool (docs/pairing.md)."""
+    return algo.estimator.pairing == 'matched' and needs_paired(algo.algorithm)
+
+
+def iteration_assembler(algo: AlgoConfig) -> IterationAssembler:
+    """The learner's bookkeeping for `algo`: the HF budget, the paired replays, and the pool budget or, under
+    pairing 'matched', each segment's branches."""
+    if uses_branches(algo):
+        return IterationAssembler(algo.hf_steps_per_iter, 0, True, branches=branch_copies(algo))
+    pool_steps = algo.pool_envs * algo.pool_steps_per_env if needs_pool(algo.algorithm) else 0
+    return IterationAssembler(algo.hf_steps_per_iter, pool_steps, needs_paired(algo.algorithm))

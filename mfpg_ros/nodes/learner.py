@@ -15,11 +15,10 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from std_msgs.msg import Float64, String, UInt8MultiArray
 
-from mfpg_ros.core.bookkeeping import EpisodeReturns, IterationAssembler
+from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episodes, encode_weights
-from mfpg_ros.core.estimator import branch_copies
-from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool
+from mfpg_ros.core.learners import iteration_assembler, make_learner
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LOFI_EPISODES, METRICS, QUIET_PUB, QUIET_SUB, \
     WEIGHTS, WEIGHTS_OUT, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
@@ -55,13 +54,7 @@ class LearnerNode(Node):
         self.contract = task.contract
         algo = cfg.algo
         self.learner = make_learner(algo, self.contract, cfg.seed)
-        pool_steps = algo.pool_envs * algo.pool_steps_per_env if needs_pool(algo.algorithm) else 0
-        if algo.estimator.pairing == 'matched' and needs_paired(algo.algorithm):  # branches, not a pool budget
-            branches, pool_steps = branch_copies(algo), 0
-        else:
-            branches = 0
-        self.assembler = IterationAssembler(algo.hf_steps_per_iter, pool_steps, needs_paired(algo.algorithm),
-                                            branches)
+        self.assembler = iteration_assembler(algo)
         if resume:
             path = latest_checkpoint(resume)
             load_checkpoint(self.learner, path)

@@ -18,7 +18,7 @@ from std_msgs.msg import UInt8MultiArray
 from mfpg_ros.core.codec import CodecError, decode_episode, encode_batches, encode_episode
 from mfpg_ros.core.episode import LOFI_POOL
 from mfpg_ros.core.estimator import branch_copies, replay_horizon
-from mfpg_ros.core.learners import needs_paired, needs_pool
+from mfpg_ros.core.learners import needs_paired, needs_pool, uses_branches
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, LATCHED, LOFI_EPISODES, QUIET_PUB, QUIET_SUB, \
     WEIGHTS, Diagnostics, Rejections, bytes_msg, lofi_episodes_qos, msg_bytes, newer_weights, run, signing_key
@@ -49,7 +49,7 @@ class LofiSim(Node):
         self.contract = task.contract
         self.algorithm, self.steps_per_env = cfg.algo.algorithm, cfg.algo.pool_steps_per_env
         self.batch_steps = cfg.algo.hf_steps_per_iter
-        self.matched = cfg.algo.estimator.pairing == 'matched' and needs_paired(self.algorithm)
+        self.matched = uses_branches(cfg.algo)
         self.copies = branch_copies(cfg.algo)
         envs = 0 if self.matched else pool_share(cfg.algo.pool_envs, self.worker, self.workers)
         self.pool = Engine(task, envs, seed=cfg.seed * 1000 + 2 * self.worker + 1, nthread=nthread) if envs else None
