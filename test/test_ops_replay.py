@@ -72,6 +72,14 @@ def test_replay_of_a_synthetic_bag_is_exact(tmp_path, capsys):
     assert worst > 1e-5  # another learning rate: the replay notices
 
 
+def test_replay_of_a_matched_pairing_bag_is_exact(tmp_path):
+    """Under pairing 'matched' the learner waits for each segment's branches, not for a pool budget: the replay
+    must assemble each version the same way to land on the recorded weights."""
+    bag, cfg = tmp_path / 'bag', small_config(estimator={'pairing': 'matched'})
+    record_synthetic(bag, cfg, lofi_timeout_at=None)
+    assert replay(load_recording(bag), cfg, log=lambda line: None) == [(v, 0.0) for v in range(4)]
+
+
 def test_replay_of_a_recorded_graph_run(ros_env, spawn, probe, tmp_path, capsys):
     overrides = {k: graph.config_value(k, v) for k, v in {
         'iterations': 3, 'target_return': None, 'algo.hf_steps_per_iter': 50, 'algo.pool_envs': 2,
