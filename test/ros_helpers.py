@@ -129,17 +129,18 @@ class PolicyServerHarness:
         self.probe.publish(topic, msg, qos)
 
     def step(self, expect_action=True):
-        """One observation; returns the action report (or None if none came within 0.3 s)."""
+        """One observation; returns its action report (or None if none came within 0.3 s)."""
         self.seq += 1
-        n = len(self.actions)
-        self.obs_pub.publish(observation(self.seq))
+        n, seq = len(self.actions), self.seq
+        self.obs_pub.publish(observation(seq))
+        answers = lambda: [m for m in self.actions[n:] if m.data[0] == seq]  # noqa: E731 - not a safe-command report
         try:
-            self.probe.wait_until(lambda: len(self.actions) > n, 5 if expect_action else 0.3, 'action', self.alive)
+            self.probe.wait_until(answers, 5 if expect_action else 0.3, 'action', self.alive)
         except TimeoutError:
             if expect_action:
                 raise
             return None
-        return np.asarray(self.actions[-1].data)
+        return np.asarray(answers()[0].data)
 
     def wait_acting(self, version, timeout=30):
         """Step until an action comes from weights `version` (weights may arrive after the first observations)."""

@@ -2,12 +2,17 @@
 hifi_interface with another plant wiring."""
 import array
 import json
+import os
+import signal
+import threading
 
 import numpy as np
 import pytest
+import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
+from rclpy.executors import SingleThreadedExecutor
 from ros_helpers import EFFORT, TASK, TWIN, check_watchdog_reaction, node_args, weights_msg
 from std_msgs.msg import Bool, Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
@@ -16,6 +21,7 @@ from mfpg_ros.core.codec import decode_episode, encode_weights
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.policy import ActorCritic
 from mfpg_ros.nodes.common import HISTORY, LATCHED
+from mfpg_ros.sim.tasks import make_task
 
 
 def service(probe, srv_type, name, request):
@@ -129,3 +135,86 @@ def test_stalled_step_aborts_the_segment_and_never_sends_it(spawn, probe):
     sent = [decode_episode(m.data) for m in episodes]
     assert not any(e.aborted for e in sent)
     assert sum(len(e) for e in sent) < len(actions)  # the open segment's steps were dropped, not sent
+
+
+def _follows_the_twin(segment, twin) -> bool:
+    """The segment's observations are what its actions, replayed from its s0 on the twin's dynamics, give."""
+    data = twin.new_data()
+    twin.set_state(data, segment.qpos0, segment.qvel0)
+    for obs, action in zip(segment.obs, segment.actions):
+        if not np.allclose(twin.observe(data.qpos[None], data.qvel[None])[0], obs, atol=1e-3):
+            return False
+        twin.step(data, twin.clip_action(action.astype(np.float64)))
+    return True
+
+
+def test_a_safe_command_mid_episode_aborts_the_segment(spawn, probe):
+    """A watchdog trip makes the lock-step twin take a step that no recorded step holds (and a real robot feel a
+    command no action explains): hifi_interface must drop the open segment, so every segment sent follows the
+    plant's dynamics. The trip is forced by freezing hifi_interface mid-episode."""
+    fast = {'algo.hf_steps_per_iter': 100000}
+    episodes = probe.subscribe('hifi/episodes', UInt8MultiArray)
+    diag = probe.subscribe('/diagnostics', DiagnosticArray)
+    actions = probe.subscribe('hifi/action', Float64MultiArray)
+    spawn('twin_plant', node_args(TWIN, **fast))
+    spawn('policy_server', node_args(TWIN, **fast))
+    hifi = spawn('hifi_interface', node_args(TWIN, **fast))
+    probe.publish('policy/weights', weights_msg(0), LATCHED, subscribers=2)
+
+    def counter(node, name):
+        values = [int(kv.value) for m in diag for s in m.status if node in s.name for kv in s.values if kv.key == name]
+        return values[-1] if values else 0
+
+    for attempt in range(20):  # the freeze must land mid-episode: between episodes the watchdog is disarmed
+        seen, trips = len(actions), counter('policy_server', 'watchdog_trips')
+        probe.wait_until(lambda: len(actions) >= seen + 3, 30, 'hifi steps running')
+        os.killpg(hifi.pid, signal.SIGSTOP)
+        try:
+            probe.wait_until(lambda: counter('policy_server', 'watchdog_trips') > trips, 2, 'the watchdog trips')
+            break
+        except TimeoutError:
+            pass
+        finally:
+            os.killpg(hifi.pid, signal.SIGCONT)
+    else:
+        raise AssertionError('the watchdog never tripped while hifi_interface was frozen mid-episode')
+    sent = len(episodes)
+    probe.wait_until(lambda: len(episodes) >= sent + 3, 60, 'segments after the trip')
+    twin = make_task('cartpole', 'cartpole_twin')
+    segments = [decode_episode(m.data) for m in episodes]
+    assert all(_follows_the_twin(s, twin) for s in segments)
+    probe.wait_until(lambda: counter('hifi_interface', 'safe_commands') >= 1, 10,
+                     'hifi_interface counts the safe command')  # (it aborts a segment if one had steps)
+
+
+def test_a_lost_reset_reply_is_given_up_and_the_reset_asked_again(spawn, probe):
+    """A service may answer before it has discovered the client, and the reply is lost: hifi_interface must not wait
+    for it forever. A mute reset service takes the first request and never answers; the twin comes up after that."""
+    requests, release = [], threading.Event()
+
+    def mute(request, response):
+        requests.append(request)
+        release.wait(120)  # blocks this server's only thread: no reply goes out
+        return response
+    node = rclpy.create_node('mute_reset', context=probe.context)
+    node.create_service(Trigger, probe.resolve('reset'), mute)
+    executor = SingleThreadedExecutor(context=probe.context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        episodes = probe.subscribe('hifi/episodes', UInt8MultiArray)
+        diag = probe.subscribe('/diagnostics', DiagnosticArray)
+        spawn('policy_server', node_args(TWIN))
+        spawn('hifi_interface', node_args(TWIN, reset_timeout_s=1.0))
+        probe.publish('policy/weights', weights_msg(0), LATCHED, subscribers=2)
+        probe.wait_until(lambda: requests, 60, 'the first reset request, to the mute service')
+        spawn('twin_plant', node_args(TWIN))
+        probe.wait_until(lambda: len(episodes) >= 2, 60, 'HF segments after the lost reply')
+        probe.wait_until(lambda: any(kv.key == 'reset_timeouts' and int(kv.value) >= 1 for m in diag for s in m.status
+                                     if 'hifi_interface' in s.name for kv in s.values), 10, 'reset_timeouts counted')
+    finally:
+        release.set()
+        executor.shutdown()
+        node.destroy_node()
+        thread.join(10)

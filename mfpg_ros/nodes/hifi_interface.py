@@ -3,8 +3,9 @@
 joint_states (by joint name) -> observation for policy_server (which commands the robot and reports the action,
 eps and version back) -> the next joint_states closes the step: reward and termination from the task. Resets go
 through the plant's reset service; HF segments (s0, eps, rewards, version) are published for the learner and the
-low-fidelity simulators. A stalled step (no action or no new joint state in time) aborts the segment: aborted
-data never reaches the learner. Episode logic lives in sim.recorder.
+low-fidelity simulators. A stalled step (no action or no new joint state in time), or a safe command from
+policy_server while a segment is open, aborts the segment: aborted data never reaches the learner. Episode logic
+lives in sim.recorder.
 
 Time: episode timing (start, duration, the /diagnostics header) uses the node clock, i.e. sim time under
 use_sim_time. Liveness checks (stall timeout, reset retries) use the steady clock: a lock-step plant's sim time
@@ -29,7 +30,7 @@ from std_srvs.srv import Trigger
 
 from mfpg_ros.core.codec import CodecError, decode_weights, encode_episode
 from mfpg_ros.nodes.common import ACTION, CONTROL, EPISODES, HIFI_EPISODES, IDLE, LATCHED, OBSERVATION, QUIET_PUB, \
-    QUIET_SUB, WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
+    QUIET_SUB, SAFE_COMMAND_SEQ, WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.recorder import JointStateError, SegmentRecorder, joint_vector
 from mfpg_ros.sim.tasks import make_task
@@ -50,6 +51,7 @@ class HifiInterface(Node):
         if self.reset_strategy not in ('service', 'operator'):
             raise ValueError(f"reset_strategy must be 'service' or 'operator', got {self.reset_strategy!r}")
         self.stall_timeout = self.declare_parameter('stall_timeout_s', 0.5).value
+        self.reset_timeout = self.declare_parameter('reset_timeout_s', 10.0).value  # reply + first joint state
         self.on_budget = self.declare_parameter('on_budget', 'pause').value
         if self.on_budget not in ('pause', 'continue'):
             raise ValueError(f"on_budget must be 'pause' or 'continue', got {self.on_budget!r}")
@@ -64,7 +66,8 @@ class HifiInterface(Node):
         self.early_state, self.phase_since, self.latest_state = None, time.monotonic(), None
         self.last_stamp: int | None = None  # newest joint_states header stamp, ns
         self.episodes = self.segments = self.stale_actions = self.aborted = self.idle_ticks = 0
-        self.clock_jumps_back = self.rewind_aborts = 0
+        self.clock_jumps_back = self.rewind_aborts = self.safe_commands = self.reset_timeouts = 0
+        self.reset_future = None
         # episode duration from the plant's joint_states stamps (its own time; /clock may lag them), ns
         self.episode_start, self.last_episode_s = 0, float('nan')
         self.rejections = Rejections(self)
@@ -89,7 +92,8 @@ class HifiInterface(Node):
                                    'policy_version': self.latest_version,
                                    'stale_actions': self.stale_actions, 'aborted_segments': self.aborted,
                                    'time_source': time_source, 'clock_jumps_back': self.clock_jumps_back,
-                                   'rewind_aborts': self.rewind_aborts,
+                                   'rewind_aborts': self.rewind_aborts, 'safe_commands': self.safe_commands,
+                                   'reset_timeouts': self.reset_timeouts,
                                    'last_episode_s': f'{self.last_episode_s:.3f}',
                                    'rejected': self.rejections.total},
                     rejections=self.rejections)
@@ -149,6 +153,11 @@ class HifiInterface(Node):
             self.rejections(ACTION, f'expected [seq, version, {3 * n} finite values], got {data.size} values',
                             'malformed')
             return
+        if int(data[0]) == SAFE_COMMAND_SEQ:
+            self.safe_commands += 1
+            if self.phase in (OBSERVING, ACTING):  # e.g. a lock-step twin took an extra step under the held command
+                self.abort('policy_server sent its safe command: the plant moved outside the recorded steps')
+            return
         if self.phase != OBSERVING or int(data[0]) != self.seq:
             self.rejections(ACTION, f'action for seq {int(data[0])} while {self.phase} at seq {self.seq}', 'unexpected')
             return
@@ -177,9 +186,18 @@ class HifiInterface(Node):
             self.request_reset()
 
     def check_stall(self) -> None:
-        if self.phase in (OBSERVING, ACTING) and time.monotonic() - self.phase_since > self.stall_timeout:
+        waited = time.monotonic() - self.phase_since
+        if self.phase in (OBSERVING, ACTING) and waited > self.stall_timeout:
             self.abort(f'no {"action" if self.phase == OBSERVING else "joint_states"} within '
                        f'{self.stall_timeout * 1e3:.0f} ms')
+        elif self.phase in (RESETTING, STARTING) and self.reset_strategy == 'service' and waited > self.reset_timeout:
+            # A reply lost on the way (a service answered before it had discovered this client) must not hang the
+            # HF side for good: give up on it and ask again.
+            self.reset_timeouts += 1
+            self.reset_client.remove_pending_request(self.reset_future)
+            missing = 'reply from the reset service' if self.phase == RESETTING else 'joint_states after the reset'
+            self.get_logger().warn(f'no {missing} within {self.reset_timeout:.1f} s: resetting again')
+            self.set_phase(WAITING)
 
     def on_clock_jump(self, jump) -> None:
         """The node clock went back. Joint states stamped later than the clock now were recorded before the jump:
@@ -227,7 +245,8 @@ class HifiInterface(Node):
                                    f'`ros2 service call {self.resolve_service_name("confirm_reset")} '
                                    'std_srvs/srv/Trigger`')
             return
-        self.reset_client.call_async(Trigger.Request()).add_done_callback(self.on_reset_done)
+        self.reset_future = self.reset_client.call_async(Trigger.Request())
+        self.reset_future.add_done_callback(self.on_reset_done)
 
     def on_operator_confirm(self, request, response):
         response.success = self.reset_strategy == 'operator' and self.phase == RESETTING
@@ -239,6 +258,8 @@ class HifiInterface(Node):
         return response
 
     def on_reset_done(self, future) -> None:
+        if future is not self.reset_future or self.phase != RESETTING:
+            return  # the reply to a request given up on (reset_timeout_s)
         result = future.result()
         if result is None or not result.success:
             self.get_logger().error(f'reset failed: {getattr(result, "message", "no response")}; retrying')

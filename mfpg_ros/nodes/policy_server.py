@@ -3,7 +3,8 @@
 Observation in (from hifi_interface) -> a = mu(s) + sigma * eps -> command gate (clamp, slew limit, in action
 units) -> joint efforts (action x the task's effort per action unit) on the robot's forward command controller.
 The action, eps, command and policy version go back to hifi_interface so the episode can be paired with
-low-fidelity replays of the same noise.
+low-fidelity replays of the same noise. A safe command (below) is reported too, under SAFE_COMMAND_SEQ: the
+plant moved outside any recorded step, and hifi_interface drops the open segment.
 
 Lifecycle: configure (contract, weights subscription), activate (start commanding), deactivate (send the safe
 command once, then stay silent). Safety: stale-observation watchdog, software e-stop (latched `estop` Bool topic,
@@ -27,8 +28,8 @@ from std_srvs.srv import Trigger
 
 from mfpg_ros.core.policy import NumpyPolicy
 from mfpg_ros.core.safety import CommandGate
-from mfpg_ros.nodes.common import ACTION, CONTROL, IDLE, LATCHED, OBSERVATION, QUIET_PUB, QUIET_SUB, WEIGHTS, \
-    Diagnostics, Rejections, newer_weights, run, signing_key, steady_timer
+from mfpg_ros.nodes.common import ACTION, CONTROL, IDLE, LATCHED, OBSERVATION, QUIET_PUB, QUIET_SUB, \
+    SAFE_COMMAND_SEQ, WEIGHTS, Diagnostics, Rejections, newer_weights, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 
@@ -77,7 +78,7 @@ class PolicyServer(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self.send(self.gate.fallback())  # last word before going silent
+        self.send_safe()  # last word before going silent
         self.active = False
         return super().on_deactivate(state)
 
@@ -92,14 +93,14 @@ class PolicyServer(LifecycleNode):
             self.estopped = True
             self.get_logger().error('software e-stop engaged: commanding stopped until estop_reset')
             if self.active:
-                self.send(self.gate.fallback())
+                self.send_safe()
 
     def on_idle(self, msg: Bool) -> None:
         """The HF side pauses on purpose (reset, waiting for the next policy): disarm the watchdog until
         observations resume, and send the safe command once if the profile asks for it (a real robot during an
         operator reset; not a lock-step simulator, where every command is a physics step)."""
         if msg.data and not self.idle and self.active and not self.stale and self.params['command_on_idle']:
-            self.send(self.gate.fallback())
+            self.send_safe()
         self.idle = msg.data
 
     def on_estop_reset(self, request, response):
@@ -145,7 +146,7 @@ class PolicyServer(LifecycleNode):
         else:
             self.stale = True
             self.watchdog_trips += 1
-            self.send(self.gate.fallback())
+            self.send_safe()
             self.get_logger().error(f'no observation for {timeout * 1e3:.0f} ms: '
                                     f'{self.params["safe_command"]} command sent', throttle_duration_sec=1.0)
 
@@ -155,6 +156,15 @@ class PolicyServer(LifecycleNode):
         if self.watchdog_timer.timer_period_ns != ns:
             self.watchdog_timer.timer_period_ns = ns
             self.watchdog_timer.reset()
+
+    def send_safe(self) -> None:
+        """The safe command, reported on the action topic under SAFE_COMMAND_SEQ: it is a plant step (or a
+        change of effort) that no recorded step holds, and hifi_interface drops an open segment when it sees it."""
+        command = self.gate.fallback()
+        self.send(command)
+        report = Float64MultiArray()
+        report.data = array.array('d', [SAFE_COMMAND_SEQ, float(self.version), *np.zeros(2 * command.size), *command])
+        self.action_pub.publish(report)
 
     def send(self, command: np.ndarray) -> None:
         """Publish a command given in action units as joint efforts (N or N m), as ros2_control expects."""
