@@ -6,6 +6,7 @@
 The nodes, their parameters and remappings come from mfpg_ros.graph, the same spec `mfpg train` starts.
 Launch arguments are strings; typed values reach the nodes through graph.build_graph, never raw.
 """
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, LogInfo, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -14,9 +15,17 @@ from launch_ros.substitutions import FindPackageShare
 
 from mfpg_ros import graph
 
+GAZEBO_PACKAGES = ('ros_gz_sim', 'ros_gz_bridge', 'gz_ros2_control')
+
 
 def gazebo_hook(context, namespace):
     """hardware:=gazebo: start Gazebo Sim with the cart-pole under gz_ros2_control (launch/gazebo.launch.py)."""
+    for package in GAZEBO_PACKAGES:
+        try:
+            get_package_share_directory(package)
+        except PackageNotFoundError:
+            raise RuntimeError(f'hardware:=gazebo needs {package}, which is not installed: sudo apt install '
+                               'ros-$ROS_DISTRO-ros-gz ros-$ROS_DISTRO-gz-ros2-control') from None
     return [IncludeLaunchDescription(
         PathJoinSubstitution([FindPackageShare(graph.PACKAGE), 'launch', 'gazebo.launch.py']),
         launch_arguments={'namespace': namespace}.items())]
@@ -58,5 +67,8 @@ def generate_launch_description():
                               description='run folder for checkpoints and metrics.csv (default runs/<timestamp>)'),
         DeclareLaunchArgument('record', default_value='true', choices=['true', 'false'],
                               description='record episodes, weights and metrics into <run_dir>/bag (MCAP)'),
+        DeclareLaunchArgument('sigterm_timeout', default_value='20',
+                              description='seconds from SIGINT to SIGTERM for each node: a node saves and closes its '
+                                          'files first, which takes a few seconds on a busy machine'),
         OpaqueFunction(function=nodes_from_graph),
     ])
