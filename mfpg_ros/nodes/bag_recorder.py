@@ -10,6 +10,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import rclpy.logging
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String, UInt8MultiArray
@@ -68,7 +69,9 @@ class BagRecorder(Node):
     def destroy_node(self) -> None:
         if self.writer is not None:  # None: the constructor failed before opening the bag
             self.writer.close()
-            self.get_logger().info(f'bag closed: {self.path} ({sum(self.writer.counts.values())} messages)')
+            # Ctrl-C has shut the context down by now: a logger outside the node's does not try /rosout
+            rclpy.logging.get_logger(f'{self.get_name()}.shutdown').info(
+                f'bag closed: {self.path} ({sum(self.writer.counts.values())} messages)')
         super().destroy_node()
 
 

@@ -71,6 +71,10 @@ class PolicyServer(LifecycleNode):
         self.create_subscription(Bool, IDLE, self.on_idle, CONTROL, **QUIET_SUB)  # volatile: any publisher
         self.create_service(Trigger, 'estop_reset', self.on_estop_reset)
         self.watchdog_timer = steady_timer(self, p['watchdog_timeout_s'], self.watchdog)  # see watchdog()
+        self.get_logger().info(f'{self.cfg.task}: commands on {self.resolve_topic_name(p["command_topic"])}, '
+                               f'watchdog {p["watchdog_timeout_s"] * 1e3:.0f} ms -> {p["safe_command"]}'
+                               + ('' if p['autostart'] else '; activate when ready: ros2 lifecycle set '
+                                                            f'{self.get_fully_qualified_name()} activate'))
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
