@@ -113,6 +113,8 @@ def test_hifi_side_runs_on_sim_time_and_keeps_reporting_while_it_stands_still(sp
     episodes = probe.subscribe('/robot1/hifi/episodes', UInt8MultiArray, ALL)
     diag = Statuses(probe)
     procs = spawn_specs(spawn, specs, ['twin_plant', 'policy_server', 'hifi_interface'])
+    # /clock is volatile: matched before the twin steps, or a busy machine may deliver none of it (seen once in CI)
+    probe.wait_until(lambda: probe.matched_publishers('/robot1/clock') > 0, 60, '/clock matched', alive(procs))
     probe.publish('/robot1/policy/weights', weights_msg(0), LATCHED, subscribers=2, timeout=60)
     hifi, server_, twin = '/robot1/hifi_interface', '/robot1/policy_server', '/robot1/twin_plant'
     probe.wait_until(lambda: diag.latest(hifi).get('phase') == 'paused', 120, 'budget filled, paused',
