@@ -153,13 +153,14 @@ class HifiInterface(Node):
             self.rejections(ACTION, f'expected [seq, version, {3 * n} finite values], got {data.size} values',
                             'malformed')
             return
-        if int(data[0]) == SAFE_COMMAND_SEQ:
+        seq = int(data[0])
+        if seq == SAFE_COMMAND_SEQ:
             self.safe_commands += 1
             if self.phase in (OBSERVING, ACTING):  # e.g. a lock-step twin took an extra step under the held command
                 self.abort('policy_server sent its safe command: the plant moved outside the recorded steps')
             return
-        if self.phase != OBSERVING or int(data[0]) != self.seq:
-            self.rejections(ACTION, f'action for seq {int(data[0])} while {self.phase} at seq {self.seq}', 'unexpected')
+        if self.phase != OBSERVING or seq != self.seq:
+            self.rejections(ACTION, f'action for seq {seq} while {self.phase} at seq {self.seq}', 'unexpected')
             return
         version, action, eps, command = int(data[1]), data[2:2 + n], data[2 + n:2 + 2 * n], data[2 + 2 * n:]
         if self.on_budget == 'pause' and self.recorder.budget_reached(version):
