@@ -1,4 +1,6 @@
 """Learner.update on synthetic segments: the authors' rules (pairing, trimming, c, clamp, skip) hold."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -153,3 +155,39 @@ def test_clip_mode_is_validated():
         AlgoConfig(clip_mode='both')
     with pytest.raises(ValueError, match='not implemented'):
         AlgoConfig(algorithm='ppo', clip_mode='separate')
+
+
+def _pool_of(rng, version=0, aborted=False):
+    return dataclasses.replace(_segment(rng, 120, LOFI_POOL), policy_version=version, aborted=aborted)
+
+
+def test_a_pool_prefetched_piece_by_piece_gives_the_update_of_the_whole_pool():
+    """The learner node sums the pool's term as its batches arrive; the update must not change by it."""
+    hifi, paired, pool = _data()
+    rng = np.random.default_rng(5)
+    pool = [*pool, _pool_of(rng, aborted=True)]  # an unstable rollout: left out either way
+    reference, prefetching = _learner(), _learner()
+    expected = reference.update(hifi, paired, pool)
+    prefetching.prefetch_pool(pool[:2])
+    prefetching.prefetch_pool(pool[:2] + [_pool_of(rng, version=1)])  # summed once; a next-version one is not
+    prefetching.prefetch_pool(pool)
+    assert prefetching.prefetched.steps == 3 * 300
+    got = prefetching.update(hifi, paired, pool)
+    assert got['c'] == pytest.approx(expected['c']) and got['var_with_cv'] == pytest.approx(expected['var_with_cv'])
+    assert torch.allclose(_weights(prefetching), _weights(reference), atol=1e-6)
+    assert prefetching.prefetched.steps == 0  # the next version starts empty
+
+
+def test_a_prefetched_pool_is_not_used_for_an_update_without_it():
+    """A low-fidelity timeout turns the update HF-only: what was prefetched must not leak into it."""
+    hifi, paired, pool = _data()
+    reference, prefetching = _learner(), _learner()
+    reference.update(hifi, paired, pool[:1])
+    prefetching.prefetch_pool(pool)
+    prefetching.update(hifi, paired, pool[:1])
+    assert torch.allclose(_weights(prefetching), _weights(reference), atol=1e-6)
+    hf_only, after_prefetch = _learner(), _learner()
+    hf_only.update(hifi, paired, [])
+    after_prefetch.prefetch_pool(pool)
+    after_prefetch.update(hifi, paired, [])
+    assert torch.equal(_weights(after_prefetch), _weights(hf_only))

@@ -27,18 +27,19 @@ def lofi_node(ros_domain, *params):
     args = ['--ros-args'] + [a for kv in ('algo.pool_envs:=2', 'algo.pool_steps_per_env:=50', *params)
                              for a in ('-p', kv)]
     rclpy.init(domain_id=ros_domain, args=args)
-    node, listener = LofiSim(), Node('listener')
-    executor = LeanExecutor()
-    executor.add_node(node)
-    executor.add_node(listener)
-    got = []
-    listener.create_subscription(UInt8MultiArray, LOFI_EPISODES,
-                                 lambda msg: got.extend(decode_episodes(bytes(msg.data))), lofi_episodes_qos(100))
-    try:
-        yield node, listener, executor, got
+    nodes = []
+    try:  # the context goes even if the node refuses its parameters
+        nodes += [LofiSim(), Node('listener')]
+        executor = LeanExecutor()
+        for node in nodes:
+            executor.add_node(node)
+        got = []
+        nodes[1].create_subscription(UInt8MultiArray, LOFI_EPISODES,
+                                     lambda msg: got.extend(decode_episodes(bytes(msg.data))), lofi_episodes_qos(100))
+        yield *nodes, executor, got
     finally:
-        node.destroy_node()
-        listener.destroy_node()
+        for node in nodes:
+            node.destroy_node()
         rclpy.try_shutdown()
 
 
@@ -61,10 +62,10 @@ def test_a_replay_is_published_while_the_pool_still_runs(lofi):
     hifi_pub = listener.create_publisher(UInt8MultiArray, HIFI_EPISODES, EPISODES_IN)
     started, release, collect = threading.Event(), threading.Event(), node.pool.collect
 
-    def held_collect(*args):
+    def held_collect(*args, **kwargs):
         started.set()
         assert release.wait(20), 'pool never released'
-        return collect(*args)
+        return collect(*args, **kwargs)
 
     node.pool.collect = held_collect
     weights = weights_msg(version=0)
@@ -80,7 +81,7 @@ def test_a_replay_is_published_while_the_pool_still_runs(lofi):
 def test_a_failing_pool_stops_the_node_with_its_error(lofi):
     node, _, executor, _ = lofi
 
-    def broken_collect(*args):
+    def broken_collect(*args, **kwargs):
         raise ValueError('physics exploded')
 
     node.pool.collect = broken_collect
@@ -115,3 +116,23 @@ def test_matched_pairing_publishes_a_run_on_replay_and_branches_per_segment(ros_
         data = asm.take()
         assert len(data.paired) == 1 and len(data.pool) == 3 and not asm.dropped
         assert all(b.pair_of == segment.episode_id for b in data.pool)
+
+
+def test_the_pool_goes_out_in_pieces_as_its_segments_end(ros_domain):
+    with lofi_node(ros_domain, 'pool_pieces:=5', 'algo.pool_steps_per_env:=200') as (node, listener, executor, _):
+        messages = []
+        listener.create_subscription(UInt8MultiArray, LOFI_EPISODES,
+                                     lambda msg: messages.append(decode_episodes(bytes(msg.data))),
+                                     lofi_episodes_qos(100))
+        spin_until(executor, lambda: node.episode_pub.get_subscription_count() == 2)
+        node.on_weights(weights_msg(version=0))
+        spin_until(executor, lambda: sum(len(e) for m in messages for e in m) == 2 * 200)
+        assert len(messages) >= 3  # one message per piece that ended a segment (a random cart-pole falls soon)
+        assert all(e.terminated for m in messages[:-1] for e in m)  # open segments go with the last piece only
+
+
+@pytest.mark.parametrize('pieces', [0, 33])
+def test_a_pool_cut_in_impossible_pieces_is_refused(ros_domain, pieces):
+    with pytest.raises(ValueError, match='pool_pieces'):
+        with lofi_node(ros_domain, f'pool_pieces:={pieces}'):
+            pass

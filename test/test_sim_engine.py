@@ -60,6 +60,32 @@ def test_collect_is_deterministic_and_thread_count_invariant():
             np.testing.assert_array_equal(a.eps, b.eps)
 
 
+
+@pytest.mark.parametrize('nthread', [1, 2])
+def test_collect_in_pieces_hands_out_each_segment_once_as_it_ends(nthread):
+    """lofi_sim streams its pool: `pieces` parts, each handing over the segments that ended in it."""
+    task = make_task('Hopper-v5')
+    policy = random_policy(task)
+    whole = Engine(task, 4, seed=2, nthread=nthread).collect(policy, 120, 0, LOFI_POOL)
+    handed = []
+    returned = Engine(task, 4, seed=2, nthread=nthread).collect(policy, 120, 0, LOFI_POOL, emit=handed.append,
+                                                                 pieces=3)
+    assert [e for part in handed for e in part] == returned and len(handed) == 3
+    part_of = {id(e): k for k, part in enumerate(handed) for e in part}
+    for segments in by_env(returned).values():  # per env in time order: each handed out in the part it ended in
+        ends = np.cumsum([len(e) for e in segments])
+        assert ends[-1] == 120
+        for e, end in zip(segments, ends):
+            k = part_of[id(e)]
+            assert 40 * k < end <= 40 * (k + 1) and (e.terminated or k == 2)
+    assert all(handed[:2])
+    assert len(whole) == len(returned)
+    for a, b in zip(*(sorted(run, key=lambda e: (e.extras['env'], e.episode_id.split('-')[-1].zfill(9)))
+                      for run in (whole, returned))):
+        np.testing.assert_array_equal(a.obs, b.obs)
+        np.testing.assert_array_equal(a.eps, b.eps)
+        assert (a.terminated, a.truncated, a.start_step) == (b.terminated, b.truncated, b.start_step)
+
 def test_policy_mean_is_batch_size_invariant():
     task = make_task('Hopper-v5')
     policy = random_policy(task)

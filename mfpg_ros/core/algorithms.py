@@ -8,6 +8,7 @@ value parameters together (`algo.clip_mode: joint`, the authors' code) or applie
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +29,34 @@ def seeded_model(cfg: AlgoConfig, contract: Contract, seed: int) -> tuple[ActorC
     return model, torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
 
 
+@dataclass
+class SurrogateSum:
+    """Sum of the per-step surrogates x = A log pi (A detached) over some steps, and of their gradients over the
+    actor parameters, at fixed weights. `episodes` are the episodes summed (held, so their id() stays theirs: the
+    same data may come twice under one episode id, e.g. from a restarted simulator, and counts twice)."""
+
+    steps: int = 0
+    x: float = 0.0
+    grads: list[torch.Tensor] = field(default_factory=list)
+    episodes: list[Episode] = field(default_factory=list)
+
+    @property
+    def ids(self) -> set[int]:
+        return {id(e) for e in self.episodes}
+
+    def __add__(self, other: 'SurrogateSum') -> 'SurrogateSum':
+        grads = [a + b for a, b in zip(self.grads, other.grads)] if self.grads and other.grads \
+            else self.grads or other.grads
+        return SurrogateSum(self.steps + other.steps, self.x + other.x, grads, self.episodes + other.episodes)
+
+    def mean(self, params: list[torch.Tensor]) -> torch.Tensor:
+        """A 1-element tensor: value x / steps, gradient over params grads / steps (empty if no steps)."""
+        if not self.steps:
+            return torch.zeros(0)
+        linear = sum((p * g).sum() for p, g in zip(params, self.grads))
+        return ((self.x + linear - linear.detach()) / self.steps).reshape(1)
+
+
 class Learner:
     def __init__(self, cfg: AlgoConfig, contract: Contract, seed: int = 0):
         self.cfg, self.contract = cfg, contract
@@ -35,6 +64,35 @@ class Learner:
         self.coef = est.Coefficient()
         self.permutation_rng = np.random.default_rng([seed, 7])
         self.version = 0
+        self.prefetched = SurrogateSum()  # the current version's pool term, summed as its episodes arrived
+
+    def prefetch_pool(self, pool: list[Episode]) -> None:
+        """Sum the MF mean term over the pool episodes of the current version not summed yet, while other data
+        are still on the way; update() then reuses the sum for these episodes (the same update up to float32
+        summation order). A no-op unless the pool enters the update only through that sum (MF-REINFORCE,
+        pairing 'paper')."""
+        if self.cfg.algorithm != 'mf_reinforce' or self.cfg.estimator.pairing == 'matched':
+            return
+        done = self.prefetched.ids
+        fresh = [e for e in pool if e.policy_version == self.version and not e.aborted and id(e) not in done]
+        if fresh:
+            self.prefetched = self.prefetched + self._surrogate_sum(fresh)
+
+    def _surrogate_sum(self, episodes: list[Episode]) -> SurrogateSum:
+        steps = est.flatten(episodes, self.cfg.gamma)
+        if not len(steps):
+            return SurrogateSum(episodes=list(episodes))
+        x, actor = self._x(steps).sum(), self.model.actor_parameters()
+        grads = torch.autograd.grad(x, actor, allow_unused=True)
+        return SurrogateSum(len(steps), float(x.detach()),
+                            [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, actor)],
+                            list(episodes))
+
+    def _pool_sum(self, pool: list[Episode]) -> SurrogateSum:
+        """The pool's surrogate sum: what was prefetched, if it covers only episodes of `pool`, plus the rest."""
+        done = self.prefetched if self.prefetched.ids <= {id(e) for e in pool} else SurrogateSum()
+        summed = done.ids
+        return done + self._surrogate_sum([e for e in pool if id(e) not in summed])
 
     # ---- one iteration -------------------------------------------------------------------------------------
     def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
@@ -47,6 +105,7 @@ class Learner:
                        lf_steps=sum(len(e) for e in (*paired, *pool)), update_seconds=time.perf_counter() - t0,
                        std=float(self.model.log_std.detach().exp().mean()))
         self.version += 1
+        self.prefetched = SurrogateSum()
         return metrics
 
     def policy_gradient(self, hifi, paired=(), pool=()) -> tuple[torch.Tensor, dict]:
@@ -139,20 +198,20 @@ class Learner:
             hf = est.flatten([h for h, _ in pairs], gamma, cut)
         else:
             hf = est.flatten(hifi, gamma)
-        mean_source = pool if e.mu_from_pool_only else [*(r for _, r in pairs), *pool]
-        mu = est.flatten(mean_source, gamma)
+        mu = self._pool_sum(pool)  # the mean term is linear in its steps: summed, perhaps before the HF data came
+        if not e.mu_from_pool_only:
+            mu = mu + self._surrogate_sum([r for _, r in pairs])
 
-        adv_h, adv_l, adv_mu = self._advantages(hf), self._advantages(lf), self._advantages(mu)
+        adv_h, adv_l = self._advantages(hf), self._advantages(lf)
         lp_h = self.model.log_prob(hf.obs, hf.actions)
         lp_l = self.model.log_prob(lf.obs, lf.actions)
-        lp_mu = self.model.log_prob(mu.obs, mu.actions) if len(mu) else lp_l[:0]
-        x_h, x_l, x_mu = adv_h * lp_h, adv_l * lp_l, adv_mu * lp_mu
+        x_h, x_l, x_mu = adv_h * lp_h, adv_l * lp_l, mu.mean(self.model.actor_parameters())
 
         c, stats = self._coefficient(hf, lf, adv_h, adv_l, lp_h, lp_l) if e.trim_pairs else (0.0, {})
-        if not pairs or not len(mu):
+        if not pairs or not mu.steps:
             c = 0.0  # no low-fidelity data this iteration: plain HF REINFORCE
         with torch.no_grad():
-            xh, xl, xmu = x_h.detach().numpy(), x_l.detach().numpy(), float(x_mu.mean()) if len(mu) else 0.0
+            xh, xl, xmu = x_h.detach().numpy(), x_l.detach().numpy(), mu.x / mu.steps if mu.steps else 0.0
             var_without = float(xh.var()) if len(xh) else 0.0
             var_with = float((xh + c * (xl - xmu)).var()) if len(xh) == len(xl) and len(xh) else var_without
         stats.update(c=c, n_pairs=len(pairs), n_aligned=len(hf), var_without_cv=var_without, var_with_cv=var_with,
@@ -202,3 +261,4 @@ class Learner:
         self.coef.load(state['coefficient'])
         self.version = int(state['version'])
         self.permutation_rng.bit_generator.state = state['permutation_rng']
+        self.prefetched = SurrogateSum()

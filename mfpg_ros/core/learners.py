@@ -12,7 +12,8 @@ from mfpg_ros.core.ppo import PPOLearner
 
 
 def make_learner(cfg: AlgoConfig, contract: Contract, seed: int = 0) -> Learner | PPOLearner:
-    """Both classes share update(hifi, paired, pool) -> metrics, policy_gradient, model, version and state_dict."""
+    """Both classes share update(hifi, paired, pool) -> metrics, prefetch_pool, policy_gradient, model, version
+    and state_dict."""
     if cfg.algorithm in OFF_DYNAMICS_LEARNERS:
         return OFF_DYNAMICS_LEARNERS[cfg.algorithm](cfg, contract, seed)
     return PPOLearner(cfg, contract, seed) if cfg.algorithm in PPO_ALGORITHMS else Learner(cfg, contract, seed)

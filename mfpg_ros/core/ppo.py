@@ -82,6 +82,9 @@ class PPOLearner:
         self._anchor = None  # during an update with ppo.cv_policy 'rollout': a copy of the rollout weights
 
     # ---- one iteration -------------------------------------------------------------------------------------
+    def prefetch_pool(self, pool: list[Episode]) -> None:
+        """Nothing can be summed ahead: PPO's pool terms change with the ratio at every epoch."""
+
     def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
         t0 = time.perf_counter()
         hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))

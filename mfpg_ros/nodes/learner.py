@@ -94,6 +94,8 @@ class LearnerNode(Node):
             return
         for episode in episodes:
             self.assembler.add(episode)
+        if topic == LOFI_EPISODES:  # sum the pool's term now, not after the last HF segment
+            self.learner.prefetch_pool(self.assembler.data.pool)
         self.maybe_update()
 
     def maybe_update(self) -> None:

@@ -35,6 +35,7 @@ def pool_share(total_envs: int, worker: int, workers: int) -> int:
 class LofiSim(Node):
     def __init__(self):
         super().__init__('lofi_sim')
+        self.pool_thread = ThreadPoolExecutor(1, thread_name_prefix='lofi_pool')  # one pool at a time, in order
         cfg = declare_config(self)
         self.worker = self.declare_parameter('worker_index', 0).value
         self.workers = self.declare_parameter('num_workers', 1).value
@@ -42,8 +43,13 @@ class LofiSim(Node):
         # Python thread fights the first for the GIL (measured: the cart-pole graph iterates ~35% faster on one).
         # Scale out with more lofi_sim processes; raise it where physics dominates and cores are free.
         nthread = self.declare_parameter('nthread', 1).value
+        # The pool goes out in this many parts, each with the segments that ended in it: the learner sums the pool's
+        # term as they come instead of after the last one.
+        self.pool_pieces = self.declare_parameter('pool_pieces', 4).value
         if not 0 <= self.worker < self.workers:
             raise ValueError(f'worker_index {self.worker} must be in [0, num_workers={self.workers})')
+        if not 1 <= self.pool_pieces <= 32:  # the writer's history holds 64 batches of a version (lofi_episodes_qos)
+            raise ValueError(f'pool_pieces {self.pool_pieces} must be in [1, 32]')
         self.key = signing_key(self)
         task = make_task(cfg.task, cfg.lofi_variant)
         self.contract = task.contract
@@ -62,7 +68,6 @@ class LofiSim(Node):
                                                  lofi_episodes_qos(cfg.algo.hf_steps_per_iter), **QUIET_PUB)
         self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED, **QUIET_SUB)
         self.create_subscription(UInt8MultiArray, HIFI_EPISODES, self.on_hifi_episode, EPISODES_IN, **QUIET_SUB)
-        self.pool_thread = ThreadPoolExecutor(1, thread_name_prefix='lofi_pool')  # one pool at a time, in order
         self.pool_failed = self.create_guard_condition(self.raise_pool_error)
         self.pool_error: BaseException | None = None
         Diagnostics(self, lambda: {'policy_version': self.version, 'replays': self.replays,
@@ -117,11 +122,14 @@ class LofiSim(Node):
         """On the pool thread: this version's share of the pool, unless newer weights came while it queued."""
         if version < self.version or self.pool_done >= version:
             return
-        pool = self.pool.collect(policy, self.steps_per_env, version, LOFI_POOL)
-        for batch in encode_batches(pool, key=self.key):  # a few messages, not hundreds
-            self.episode_pub.publish(bytes_msg(batch))
-        self.pool_steps += sum(len(segment) for segment in pool)
+        self.pool.collect(policy, self.steps_per_env, version, LOFI_POOL, emit=self.publish_pool,
+                          pieces=self.pool_pieces)
         self.pool_done = version
+
+    def publish_pool(self, segments: list) -> None:
+        for batch in encode_batches(segments, key=self.key):  # a few messages, not hundreds
+            self.episode_pub.publish(bytes_msg(batch))
+        self.pool_steps += sum(len(segment) for segment in segments)
 
     def pool_finished(self, done: Future) -> None:
         if done.cancelled() or done.exception() is None or not self.context.ok():  # failing in a shutdown is no error

@@ -15,6 +15,7 @@ import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from mujoco.batch import Batch, SimulationError
@@ -99,6 +100,7 @@ class _Lane:
     def __init__(self, engine: 'Engine', envs: np.ndarray):
         self.engine, self.envs, self.first = engine, envs, int(envs[0])
         self.sims = Sims(engine.task, len(envs), nthread=1)
+        self.open_cuts: list[_Cut] = []  # one per env: the segment it is in during a collect call
         self.steps = engine.steps[envs[0]:envs[-1] + 1]  # view: the engine's time-limit counters
         self.sims.reset(np.arange(len(envs)), *self.reset_states(np.arange(len(envs))))
 
@@ -107,13 +109,16 @@ class _Lane:
         draws = [self.engine.task.reset_state(self.engine.reset_rngs[self.first + r], 1) for r in rows]
         return np.concatenate([q for q, _ in draws]), np.concatenate([v for _, v in draws])
 
-    def run(self, policy, steps: int, bufs: dict[str, np.ndarray]) -> list[_Cut]:
+    def run(self, policy, bufs: dict[str, np.ndarray], t0: int, t1: int, final: bool) -> list[_Cut]:
+        """Steps t0..t1 of a collect call (t0 = 0 opens a segment per env): the segments ended in them and, if
+        final, the open ones cut at t1."""
         task, sims, n, first = self.engine.task, self.sims, len(self.envs), self.first
         cols = slice(first, first + n)
-        open_cuts = [_Cut(first + r, 0, 0, sims.qpos[r].copy(), sims.qvel[r].copy(), int(self.steps[r]))
-                     for r in range(n)]
-        cuts, no_rows = [], np.zeros(n, dtype=bool)
-        for t in range(steps):
+        if t0 == 0:
+            self.open_cuts = [_Cut(first + r, 0, 0, sims.qpos[r].copy(), sims.qvel[r].copy(), int(self.steps[r]))
+                              for r in range(n)]
+        open_cuts, cuts, no_rows = self.open_cuts, [], np.zeros(n, dtype=bool)
+        for t in range(t0, t1):
             obs = task.observe(sims.qpos, sims.qvel)
             eps = bufs['eps'][t, cols]
             action = policy_mean(policy, obs) + policy.std * eps
@@ -139,10 +144,11 @@ class _Lane:
                     cut.truncated = not cut.terminated
                     cuts.append(cut)
                     open_cuts[r] = _Cut(first + r, t + 1, 0, qpos0[k], qvel0[k], 0)
-        for cut in open_cuts:
-            if cut.start < steps:
-                cut.end, cut.truncated = steps, True
-                cuts.append(cut)
+        if final:
+            for cut in open_cuts:
+                if cut.start < t1:
+                    cut.end, cut.truncated = t1, True
+                    cuts.append(cut)
         return cuts
 
 
@@ -203,14 +209,27 @@ class Engine:
         self._ids, self.unstable_count = itertools.count(info['next_id']), info['unstable_count']
 
     # --- independent rollouts (LF pool, in-process HF env) -----------------------------------------------
-    def collect(self, policy, steps_per_env: int, version: int, fidelity: str) -> list[Episode]:
+    def collect(self, policy, steps_per_env: int, version: int, fidelity: str,
+                emit: Callable[[list[Episode]], None] | None = None, pieces: int = 1) -> list[Episode]:
+        """steps_per_env steps of every env; the segments they make. With emit, the call runs in `pieces` equal
+        parts and after each hands emit the segments that ended in it (the last part: the rest, cut at the end),
+        so a consumer can start on them early. The segments are the same whatever `pieces`; ids follow the
+        order they are handed out in."""
         bufs = self._buffers(steps_per_env, self.n_envs)
         for i, rng in enumerate(self.noise_rngs):  # the whole call's noise, drawn up front per env
             bufs['eps'][:, i] = rng.standard_normal((steps_per_env, self.task.contract.act_dim))
-        others = [self._workers.submit(lane.run, policy, steps_per_env, bufs) for lane in self.lanes[1:]]
-        cuts = self.lanes[0].run(policy, steps_per_env, bufs) + [c for job in others for c in job.result()]
-        return [self._episode(bufs, c, version, fidelity, batch_start=c.start if fidelity == HIFI else None)
-                for c in sorted(cuts, key=lambda c: (c.env, c.start))]
+        bounds = np.linspace(0, steps_per_env, max(1, min(pieces, steps_per_env)) + 1).astype(int).tolist()
+        episodes = []
+        for t0, t1 in zip(bounds[:-1], bounds[1:]):
+            final = t1 == steps_per_env
+            others = [self._workers.submit(lane.run, policy, bufs, t0, t1, final) for lane in self.lanes[1:]]
+            cuts = self.lanes[0].run(policy, bufs, t0, t1, final) + [c for job in others for c in job.result()]
+            done = [self._episode(bufs, c, version, fidelity, batch_start=c.start if fidelity == HIFI else None)
+                    for c in sorted(cuts, key=lambda c: (c.env, c.start))]
+            if emit is not None and done:
+                emit(done)
+            episodes += done
+        return episodes
 
     # --- paired replays (common random numbers) and rollouts branching from HF states -----------------------
     def replay(self, policy, hf_segments: list[Episode], version: int,
