@@ -22,8 +22,9 @@ from pathlib import Path
 import psutil
 
 from mfpg_ros.core.config import load_config
-from mfpg_ros.graph import share_file
+from mfpg_ros.graph import TRAINING_NODES, share_file
 from mfpg_ros.node_process import node_name
+from mfpg_ros.runner import split_assignments
 from mfpg_ros.trainer import Trainer
 
 
@@ -74,13 +75,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='mfpg bench graph', description=__doc__)
     parser.add_argument('--iterations', type=int, default=15, help='per run')
     parser.add_argument('--rounds', type=int, default=3, help='graph runs, each between two in-process runs')
-    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override, or NODE.PARAM=VALUE for a node of the graph')
     parser.add_argument('--lofi-workers', type=int, default=1, help='lofi_sim processes in the graph (mfpg train)')
     args = parser.parse_args(argv)
     skip = 2  # start-up and first-iteration effects
-    overrides = dict(s.split('=', 1) for s in args.set)
+    overrides, _ = split_assignments(args.set, TRAINING_NODES)  # node.param ones go to the graph alone
     cfg = load_config(share_file('config', 'train.yaml'), iterations=args.iterations, target_return=None,
-                      eval_every=0, **{k: float(v) if '.' in v else int(v) for k, v in overrides.items()})
+                      eval_every=0, **overrides)
 
     def run_in_process() -> tuple[list[float], float]:
         """Iteration wall times past the warm-up, and CPU seconds per iteration over them."""

@@ -18,6 +18,7 @@ from std_msgs.msg import Float64, String, UInt8MultiArray
 from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episodes, encode_weights
+from mfpg_ros.core.episode import LOFI_POOL
 from mfpg_ros.core.learners import iteration_assembler, make_learner
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LOFI_EPISODES, METRICS, QUIET_PUB, QUIET_SUB, \
     WEIGHTS, WEIGHTS_OUT, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
@@ -94,7 +95,7 @@ class LearnerNode(Node):
             return
         for episode in episodes:
             self.assembler.add(episode)
-        if topic == LOFI_EPISODES:  # sum the pool's term now, not after the last HF segment
+        if any(e.fidelity == LOFI_POOL for e in episodes):  # sum the pool's term now, not after the last HF segment
             self.learner.prefetch_pool(self.assembler.data.pool)
         self.maybe_update()
 

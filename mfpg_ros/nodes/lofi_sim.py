@@ -45,7 +45,7 @@ class LofiSim(Node):
         nthread = self.declare_parameter('nthread', 1).value
         # The pool goes out in this many parts, each with the segments that ended in it: the learner sums the pool's
         # term as they come instead of after the last one.
-        self.pool_pieces = self.declare_parameter('pool_pieces', 4).value
+        self.pool_pieces = self.declare_parameter('pool_pieces', 8).value
         if not 0 <= self.worker < self.workers:
             raise ValueError(f'worker_index {self.worker} must be in [0, num_workers={self.workers})')
         if not 1 <= self.pool_pieces <= 32:  # the writer's history holds 64 batches of a version (lofi_episodes_qos)
