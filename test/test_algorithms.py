@@ -173,6 +173,7 @@ def test_a_pool_prefetched_piece_by_piece_gives_the_update_of_the_whole_pool():
     prefetching.prefetch_pool(pool)
     assert prefetching.prefetched.steps == 3 * 300
     got = prefetching.update(hifi, paired, pool)
+    assert got['pool_steps_prefetched'] == 3 * 300 and expected['pool_steps_prefetched'] == 0
     assert got['c'] == pytest.approx(expected['c']) and got['var_with_cv'] == pytest.approx(expected['var_with_cv'])
     assert torch.allclose(_weights(prefetching), _weights(reference), atol=1e-6)
     assert prefetching.prefetched.steps == 0  # the next version starts empty
@@ -184,7 +185,7 @@ def test_a_prefetched_pool_is_not_used_for_an_update_without_it():
     reference, prefetching = _learner(), _learner()
     reference.update(hifi, paired, pool[:1])
     prefetching.prefetch_pool(pool)
-    prefetching.update(hifi, paired, pool[:1])
+    assert prefetching.update(hifi, paired, pool[:1])['pool_steps_prefetched'] == 0
     assert torch.allclose(_weights(prefetching), _weights(reference), atol=1e-6)
     hf_only, after_prefetch = _learner(), _learner()
     hf_only.update(hifi, paired, [])

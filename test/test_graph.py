@@ -74,7 +74,8 @@ def test_graph_update_equals_the_in_process_learner(spawn, probe, pairing):
         probe.wait_until(lambda: probe.matched_publishers('hifi/episodes') and probe.matched_publishers(
             'lofi/episodes'), 60, 'episode publishers matched')
     check = start_graph(spawn, before_learner=episode_writers_matched, **params)
-    assert summaries(probe, 'metrics/summary', 1, check)[0]['lofi_timeouts'] == 0
+    summary = summaries(probe, 'metrics/summary', 1, check)[0]
+    assert summary['lofi_timeouts'] == 0
     received = {}
 
     def both_versions():  # the writer keeps its last versions: a probe matched late still gets 0 and 1
@@ -94,6 +95,9 @@ def test_graph_update_equals_the_in_process_learner(spawn, probe, pairing):
                              [e for e in version0 if e.fidelity == 'lofi_paired'],
                              [e for e in version0 if e.fidelity == 'lofi_pool'])
     assert metrics['n_pairs'] == metrics['hf_segments'] and metrics['c'] != 0
+    if not pairing:  # the learner node summed the pool's term as lofi_sim's pieces came (the same update, below)
+        pool_steps = sum(len(e) for e in version0 if e.fidelity == 'lofi_pool' and not e.aborted)
+        assert summary['pool_steps_prefetched'] == pool_steps > 0
     for name, value in learner.model.state_dict().items():  # float32 summation order may differ slightly:
         assert torch.allclose(value, received[1].state[name], atol=1e-5), name  # Adam's 1st step: ~lr = 3e-3
 

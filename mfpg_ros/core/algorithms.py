@@ -88,11 +88,12 @@ class Learner:
                             [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, actor)],
                             list(episodes))
 
-    def _pool_sum(self, pool: list[Episode]) -> SurrogateSum:
-        """The pool's surrogate sum: what was prefetched, if it covers only episodes of `pool`, plus the rest."""
+    def _pool_sum(self, pool: list[Episode]) -> tuple[SurrogateSum, int]:
+        """The pool's surrogate sum (what was prefetched, if it covers only episodes of `pool`, plus the rest) and
+        the number of its steps that were prefetched."""
         done = self.prefetched if self.prefetched.ids <= {id(e) for e in pool} else SurrogateSum()
         summed = done.ids
-        return done + self._surrogate_sum([e for e in pool if id(e) not in summed])
+        return done + self._surrogate_sum([e for e in pool if id(e) not in summed]), done.steps
 
     # ---- one iteration -------------------------------------------------------------------------------------
     def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
@@ -164,7 +165,7 @@ class Learner:
         x_h = self._x(fit)
         var = float(x_h.detach().var(unbiased=False)) if len(fit) else 0.0
         return -x_h.mean(), fit, {'c': 0.0, 'n_pairs': 0, 'n_aligned': len(fit), 'var_without_cv': var,
-                                  'var_with_cv': var, 'var_ratio': 1.0}
+                                  'var_with_cv': var, 'var_ratio': 1.0, 'pool_steps_prefetched': 0}
 
     def _x(self, steps: est.Steps) -> torch.Tensor:
         """Per-step surrogates A_t log pi(a_t|s_t), A detached."""
@@ -198,7 +199,7 @@ class Learner:
             hf = est.flatten([h for h, _ in pairs], gamma, cut)
         else:
             hf = est.flatten(hifi, gamma)
-        mu = self._pool_sum(pool)  # the mean term is linear in its steps: summed, perhaps before the HF data came
+        mu, prefetched = self._pool_sum(pool)  # the mean term is linear in its steps: perhaps summed already
         if not e.mu_from_pool_only:
             mu = mu + self._surrogate_sum([r for _, r in pairs])
 
@@ -215,7 +216,7 @@ class Learner:
             var_without = float(xh.var()) if len(xh) else 0.0
             var_with = float((xh + c * (xl - xmu)).var()) if len(xh) == len(xl) and len(xh) else var_without
         stats.update(c=c, n_pairs=len(pairs), n_aligned=len(hf), var_without_cv=var_without, var_with_cv=var_with,
-                     var_ratio=var_with / var_without if var_without > 0 else 1.0)
+                     var_ratio=var_with / var_without if var_without > 0 else 1.0, pool_steps_prefetched=prefetched)
         return est.mf_policy_loss(x_h, x_l, x_mu, c), hf, stats
 
     def _coefficient(self, hf, lf, adv_h, adv_l, lp_h, lp_l) -> tuple[float, dict]:
