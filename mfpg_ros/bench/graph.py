@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='mfpg bench graph', description=__doc__)
     parser.add_argument('--iterations', type=int, default=15, help='per run')
     parser.add_argument('--rounds', type=int, default=3, help='graph runs, each between two in-process runs')
-    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override, or NODE.PARAM=VALUE for a node of the graph')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='config override, or NODE.PARAM=VALUE for a node of the graph')
     parser.add_argument('--lofi-workers', type=int, default=1, help='lofi_sim processes in the graph (mfpg train)')
     args = parser.parse_args(argv)
     skip = 2  # start-up and first-iteration effects
