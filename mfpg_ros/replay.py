@@ -5,6 +5,9 @@ For each policy version v, the recorded HF and LF episodes of v go through the l
 segment's branches; HF-only when the run's summary reports a low-fidelity timeout), one learner update is taken,
 and the resulting weights are compared with the recorded weights v+1.
 The learner starts from the config's seed (the config stored in the bag, or --config), exactly as the node does.
+Pool messages are summed as they come, as the node does (Learner.prefetch_pool), so the replay lands bit for bit on
+the recorded weights; with several lofi_sim nodes their messages may reach the learner and the recorder in other
+orders, and the float32 sums may then differ in the last bits.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from mfpg_ros.bagfile import BYTES_TYPE, read_config, read_messages
 from mfpg_ros.core.bookkeeping import IterationAssembler
 from mfpg_ros.core.codec import CodecError, Weights, decode_episodes, decode_weights, load_into
 from mfpg_ros.core.config import TrainConfig, load_config
-from mfpg_ros.core.episode import Episode
+from mfpg_ros.core.episode import LOFI_POOL, Episode
 from mfpg_ros.core.learners import iteration_assembler, make_learner
 from mfpg_ros.sim.tasks import make_task
 
@@ -31,10 +34,11 @@ WEIGHTS, HIFI_EPISODES, LOFI_EPISODES, SUMMARY = 'policy/weights', 'hifi/episode
 
 @dataclass
 class Recording:
-    """A bag's training traffic, decoded. Episodes keep the bag's (arrival) order."""
+    """A bag's training traffic, decoded. Per policy version, the episodes in the bag's (arrival) order, grouped by
+    the message that carried them (the learner takes a message's episodes together)."""
 
     weights: dict[int, Weights] = field(default_factory=dict)
-    episodes: dict[int, list[Episode]] = field(default_factory=lambda: defaultdict(list))
+    messages: dict[int, list[list[Episode]]] = field(default_factory=lambda: defaultdict(list))
     summaries: dict[int, dict] = field(default_factory=dict)
     undecodable: int = 0  # payloads the codec refused (the learner would have rejected them too)
 
@@ -57,9 +61,10 @@ def load_recording(bag: str | Path, contract=None, key: bytes | None = None) -> 
                 weights = decode_weights(msg.payload(), contract=contract, key=key)
                 rec.weights.setdefault(weights.version, weights)
             elif _suffix(msg.topic, HIFI_EPISODES) or _suffix(msg.topic, LOFI_EPISODES):
-                for episode in decode_episodes(msg.payload(), contract=contract, key=key,  # as the learner does
-                                               hifi_stream=_suffix(msg.topic, HIFI_EPISODES)):
-                    rec.episodes[episode.policy_version].append(episode)
+                episodes = decode_episodes(msg.payload(), contract=contract, key=key,  # as the learner does
+                                           hifi_stream=_suffix(msg.topic, HIFI_EPISODES))
+                for version in dict.fromkeys(e.policy_version for e in episodes):
+                    rec.messages[version].append([e for e in episodes if e.policy_version == version])
         except CodecError:
             rec.undecodable += 1
     return rec
@@ -99,8 +104,11 @@ def replay(rec: Recording, cfg: TrainConfig, log=print) -> list[tuple[int, float
             break
         assembler = iteration_assembler(algo)
         assembler.version = version
-        for episode in rec.episodes.get(version, []):
-            assembler.add(episode)
+        for episodes in rec.messages.get(version, []):  # as the learner node takes them, message by message
+            for episode in episodes:
+                assembler.add(episode)
+            if any(e.fidelity == LOFI_POOL for e in episodes):
+                learner.prefetch_pool(assembler.data.pool)  # the same float32 sums in the same order
             if assembler.ready():
                 break  # the learner updates here; later segments of this version reached it stale
         timed_out = lofi_timed_out(rec, version, assembler)
@@ -138,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error('the bag stores no config: pass --config')
     cfg = load_config(args.config if args.config else stored)
     rec = load_recording(args.bag, make_task(cfg.task, cfg.lofi_variant).contract, signing_key(args.signing_key_file))
-    print(f'{args.bag}: weights versions {sorted(rec.weights)}, {sum(map(len, rec.episodes.values()))} episodes, '
+    print(f'{args.bag}: weights versions {sorted(rec.weights)}, {sum(len(m) for ms in rec.messages.values() for m in ms)} episodes, '
           f'{len(rec.summaries)} summaries, {rec.undecodable} undecodable payloads')
     results = replay(rec, cfg)
     worst = max((d for _, d in results), default=math.nan)
