@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error('the bag stores no config: pass --config')
     cfg = load_config(args.config if args.config else stored)
     rec = load_recording(args.bag, make_task(cfg.task, cfg.lofi_variant).contract, signing_key(args.signing_key_file))
-    print(f'{args.bag}: weights versions {sorted(rec.weights)}, {sum(len(m) for ms in rec.messages.values() for m in ms)} episodes, '
+    episodes = sum(len(m) for ms in rec.messages.values() for m in ms)
+    print(f'{args.bag}: weights versions {sorted(rec.weights)}, {episodes} episodes, '
           f'{len(rec.summaries)} summaries, {rec.undecodable} undecodable payloads')
     results = replay(rec, cfg)
     worst = max((d for _, d in results), default=math.nan)

@@ -161,20 +161,25 @@ def _pool_of(rng, version=0, aborted=False):
     return dataclasses.replace(_segment(rng, 120, LOFI_POOL), policy_version=version, aborted=aborted)
 
 
-def test_a_pool_prefetched_piece_by_piece_gives_the_update_of_the_whole_pool():
-    """The learner node sums the pool's term as its batches arrive; the update must not change by it."""
+@pytest.mark.parametrize('mu_from_pool_only', [False, True])
+@pytest.mark.parametrize('pieces', [[2, 2, 3], [1]], ids=['whole pool, in pieces', 'part of it'])
+def test_a_pool_prefetched_piece_by_piece_gives_the_gradient_and_update_of_the_whole_pool(pieces, mu_from_pool_only):
+    """The learner node sums the pool's term as its batches arrive; neither gradient nor update may change by it."""
     hifi, paired, pool = _data()
     rng = np.random.default_rng(5)
     pool = [*pool, _pool_of(rng, aborted=True)]  # an unstable rollout: left out either way
-    reference, prefetching = _learner(), _learner()
-    expected = reference.update(hifi, paired, pool)
-    prefetching.prefetch_pool(pool[:2])
-    prefetching.prefetch_pool(pool[:2] + [_pool_of(rng, version=1)])  # summed once; a next-version one is not
-    prefetching.prefetch_pool(pool)
-    assert prefetching.prefetched.steps == 3 * 300
-    got = prefetching.update(hifi, paired, pool)
-    assert got['pool_steps_prefetched'] == 3 * 300 and expected['pool_steps_prefetched'] == 0
-    assert got['c'] == pytest.approx(expected['c']) and got['var_with_cv'] == pytest.approx(expected['var_with_cv'])
+    reference, prefetching = (_learner(mu_from_pool_only=mu_from_pool_only) for _ in range(2))
+    for n in pieces:  # a repeat is summed once, a next-version rollout not at all
+        prefetching.prefetch_pool(pool[:n] + [_pool_of(rng, version=1)])
+    covered = 300 * min(3, max(pieces))
+    assert prefetching.prefetched.steps == covered
+    g_ref, _ = reference.policy_gradient(hifi, paired, pool)
+    g, _ = prefetching.policy_gradient(hifi, paired, pool)
+    assert torch.allclose(g, g_ref, rtol=1e-5, atol=1e-7) and not torch.equal(g, torch.zeros_like(g))
+    expected, got = reference.update(hifi, paired, pool), prefetching.update(hifi, paired, pool)
+    assert got['pool_steps_prefetched'] == covered and expected['pool_steps_prefetched'] == 0
+    for name in ('c', 'var_with_cv', 'policy_loss', 'policy_grad_norm'):
+        assert got[name] == pytest.approx(expected[name], rel=1e-5), name
     assert torch.allclose(_weights(prefetching), _weights(reference), atol=1e-6)
     assert prefetching.prefetched.steps == 0  # the next version starts empty
 

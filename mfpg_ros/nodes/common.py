@@ -42,8 +42,9 @@ EPISODES = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durabi
 
 
 def lofi_episodes_qos(hf_steps_per_iter: int) -> QoSProfile:
-    """lofi_sim's writer: at most one replay per HF step and a few pool batches per version, so this depth keeps
-    the current version whole for a late or restarted learner (64 batches: a 16 MB pool; no deeper than needed)."""
+    """lofi_sim's writer: at most one replay per HF step and up to 64 pool batches per version (one per ~256 kB,
+    plus at most one part-filled batch per pool piece), so this depth keeps the current version whole for a late or
+    restarted learner; no deeper than needed."""
     return QoSProfile(depth=hf_steps_per_iter + 64, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 

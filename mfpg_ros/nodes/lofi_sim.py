@@ -35,7 +35,9 @@ def pool_share(total_envs: int, worker: int, workers: int) -> int:
 class LofiSim(Node):
     def __init__(self):
         super().__init__('lofi_sim')
-        self.pool_thread = ThreadPoolExecutor(1, thread_name_prefix='lofi_pool')  # one pool at a time, in order
+        # One pool at a time, in order. Made first: rclpy's shutdown calls destroy_node (which shuts it down) even on
+        # a node whose parameters were refused below.
+        self.pool_thread = ThreadPoolExecutor(1, thread_name_prefix='lofi_pool')
         cfg = declare_config(self)
         self.worker = self.declare_parameter('worker_index', 0).value
         self.workers = self.declare_parameter('num_workers', 1).value
@@ -48,7 +50,9 @@ class LofiSim(Node):
         self.pool_pieces = self.declare_parameter('pool_pieces', 8).value
         if not 0 <= self.worker < self.workers:
             raise ValueError(f'worker_index {self.worker} must be in [0, num_workers={self.workers})')
-        if not 1 <= self.pool_pieces <= 32:  # the writer's history holds 64 batches of a version (lofi_episodes_qos)
+        # Each piece may add one part-filled batch; the writer's history keeps 64 pool batches of a version
+        # (lofi_episodes_qos), so 32 pieces leave room for a pool of 32 full batches (8 MB).
+        if not 1 <= self.pool_pieces <= 32:
             raise ValueError(f'pool_pieces {self.pool_pieces} must be in [1, 32]')
         self.key = signing_key(self)
         task = make_task(cfg.task, cfg.lofi_variant)

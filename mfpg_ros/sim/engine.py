@@ -211,10 +211,10 @@ class Engine:
     # --- independent rollouts (LF pool, in-process HF env) -----------------------------------------------
     def collect(self, policy, steps_per_env: int, version: int, fidelity: str,
                 emit: Callable[[list[Episode]], None] | None = None, pieces: int = 1) -> list[Episode]:
-        """steps_per_env steps of every env; the segments they make. With emit, the call runs in `pieces` equal
-        parts and after each hands emit the segments that ended in it (the last part: the rest, cut at the end),
-        so a consumer can start on them early. The segments are the same whatever `pieces`; ids follow the
-        order they are handed out in."""
+        """steps_per_env steps of every env; the segments they make. The call runs in `pieces` equal parts and
+        after each hands emit (if given) the segments that ended in it (the last part: the rest, cut at the end),
+        so a consumer can start on them early. The segments' data are the same whatever `pieces`; their order
+        and ids follow the parts. An emit that raises leaves the call part-way (its noise drawn, envs advanced)."""
         bufs = self._buffers(steps_per_env, self.n_envs)
         for i, rng in enumerate(self.noise_rngs):  # the whole call's noise, drawn up front per env
             bufs['eps'][:, i] = rng.standard_normal((steps_per_env, self.task.contract.act_dim))
