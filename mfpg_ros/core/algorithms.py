@@ -53,8 +53,7 @@ class SurrogateSum:
         """A 1-element tensor: value x / steps, gradient over params grads / steps (empty if no steps)."""
         if not self.steps:
             return torch.zeros(0)
-        linear = sum((p * g).sum() for p, g in zip(params, self.grads))
-        return ((self.x + (linear - linear.detach())) / self.steps).reshape(1)
+        return ((self.x + est.fixed_gradient(params, self.grads)) / self.steps).reshape(1)
 
 
 class Learner:
@@ -82,10 +81,8 @@ class Learner:
         steps = est.flatten(episodes, self.cfg.gamma)
         if not len(steps):
             return SurrogateSum(episodes=list(episodes))
-        x, actor = self._x(steps).sum(), self.model.actor_parameters()
-        grads = torch.autograd.grad(x, actor, allow_unused=True)
-        return SurrogateSum(len(steps), float(x.detach()),
-                            [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, actor)],
+        x = self._x(steps).sum()
+        return SurrogateSum(len(steps), float(x.detach()), est.actor_grads(x, self.model.actor_parameters()),
                             list(episodes))
 
     def _pool_sum(self, pool: list[Episode]) -> tuple[SurrogateSum, int]:
@@ -112,10 +109,7 @@ class Learner:
     def policy_gradient(self, hifi, paired=(), pool=()) -> tuple[torch.Tensor, dict]:
         """The policy-gradient estimate (flattened over actor parameters) this data would give; no step taken."""
         policy_loss, _, metrics = self._policy_loss(*([e for e in g if not e.aborted] for g in (hifi, paired, pool)))
-        actor = self.model.actor_parameters()
-        grads = torch.autograd.grad(policy_loss, actor, allow_unused=True)
-        return -torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, actor)]), \
-            metrics
+        return -torch.cat([g.flatten() for g in est.actor_grads(policy_loss, self.model.actor_parameters())]), metrics
 
     def _policy_loss(self, hifi, paired, pool) -> tuple[torch.Tensor, est.Steps, dict]:
         algorithm = self.cfg.algorithm

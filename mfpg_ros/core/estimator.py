@@ -212,6 +212,18 @@ def branch_copies(algo) -> int:
     return max(1, algo.pool_envs * algo.pool_steps_per_env // max(1, algo.hf_steps_per_iter))
 
 
+def actor_grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """d loss / d params, zeros for parameters the loss does not reach."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
+
+
+def fixed_gradient(params: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
+    """A scalar of value 0 whose gradient over params is grads (a gradient computed earlier, joined to a loss)."""
+    linear = sum((p * g).sum() for p, g in zip(params, grads))
+    return linear - linear.detach()
+
+
 def trace_optimal_c(grads_h: torch.Tensor, grads_l: torch.Tensor) -> float:
     """Vector form: c = -sum_k Cov(g_h,k, g_l,k) / sum_k Var(g_l,k) over per-sample gradient rows."""
     if len(grads_h) <= 1:

@@ -112,10 +112,7 @@ class PPOLearner:
             idx, pool_idx = torch.arange(len(batch.hf)), torch.arange(len(batch.pool))
         policy_loss, info = self._policy_loss(batch, idx, pool_idx, copy.deepcopy(self.coef))
         metrics.update(info)
-        actor = self.model.actor_parameters()
-        grads = torch.autograd.grad(policy_loss, actor, allow_unused=True)
-        return -torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, actor)]), \
-            metrics
+        return -torch.cat([g.flatten() for g in est.actor_grads(policy_loss, self.model.actor_parameters())]), metrics
 
     # ---- data ----------------------------------------------------------------------------------------------
     def _batch(self, hifi, paired, pool, coef: est.Coefficient | None = None) -> tuple[Batch, dict]:

@@ -130,9 +130,7 @@ class PolicyServer(LifecycleNode):
         action = self.policy.sample(data[1:][None], eps[None])[0]
         command = self.gate(action)
         self.send(command)
-        report = Float64MultiArray()
-        report.data = array.array('d', [data[0], float(self.version), *action, *eps, *command])
-        self.action_pub.publish(report)
+        self.report(data[0], action, eps, command)
         self.actions += 1
 
     def watchdog(self) -> None:
@@ -166,9 +164,13 @@ class PolicyServer(LifecycleNode):
         change of effort) that no recorded step holds, and hifi_interface drops an open segment when it sees it."""
         command = self.gate.fallback()
         self.send(command)
-        report = Float64MultiArray()
-        report.data = array.array('d', [SAFE_COMMAND_SEQ, float(self.version), *np.zeros(2 * command.size), *command])
-        self.action_pub.publish(report)
+        self.report(SAFE_COMMAND_SEQ, np.zeros(command.size), np.zeros(command.size), command)
+
+    def report(self, seq: float, action: np.ndarray, eps: np.ndarray, command: np.ndarray) -> None:
+        """Tell hifi_interface what was sent for observation seq: [seq, version, action..., eps..., command...]."""
+        msg = Float64MultiArray()
+        msg.data = array.array('d', [seq, float(self.version), *action, *eps, *command])
+        self.action_pub.publish(msg)
 
     def send(self, command: np.ndarray) -> None:
         """Publish a command given in action units as joint efforts (N or N m), as ros2_control expects."""
