@@ -6,6 +6,7 @@ import pytest
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from ros_helpers import CONFIG, node_args
+from test_ops_tensorboard import read_scalars
 from std_msgs.msg import String, UInt8MultiArray
 
 from mfpg_ros.core.codec import decode_episode, decode_episodes, decode_weights
@@ -14,6 +15,7 @@ from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.learners import make_learner
 from mfpg_ros.nodes.common import HISTORY, WEIGHTS_OUT
 from mfpg_ros.sim.tasks import make_task
+from mfpg_ros.tensorboard_log import TensorBoardLog
 
 NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant')
 
@@ -125,11 +127,20 @@ def test_learner_resumes_from_its_checkpoint(spawn, probe, tmp_path):
     cfg = load_config(CONFIG)
     learner = make_learner(cfg.algo, make_task(cfg.task).contract, seed=11)
     learner.version = 3  # as if three iterations had run
-    save_checkpoint(learner, tmp_path / 'run' / 'checkpoints' / 'learner_000003.safetensors')
+    run = tmp_path / 'run'
+    save_checkpoint(learner, run / 'checkpoints' / 'learner_000003.safetensors')
+    # The dead learner had also logged iterations 3 and 4, but never checkpointed them: the resumed one redoes them.
+    (run / 'metrics.csv').write_text('hf_return,iteration\n' + ''.join(f'{i}.5,{i}\n' for i in range(5)))
+    tensorboard = TensorBoardLog(run / 'tensorboard')
+    for i in range(5):
+        tensorboard.log(i + 1, {'hf_return': i + 0.5})  # an iteration's step is the version it produced
+    tensorboard.close()
     weights = probe.subscribe('policy/weights', UInt8MultiArray, WEIGHTS_OUT)  # the learner's short history
-    proc = spawn('learner', node_args(resume=str(tmp_path / 'run')))
+    proc = spawn('learner', node_args(resume=str(run), run_dir=str(run)))
     probe.wait_until(lambda: weights, 60, 'weights', lambda: proc.poll() is None or pytest.fail('learner died'))
     resumed = decode_weights(weights[-1].data)
     assert resumed.version == 3
     for name, value in learner.model.state_dict().items():
         assert torch.equal(value, resumed.state[name]), name
+    assert (run / 'metrics.csv').read_text() == 'hf_return,iteration\n0.5,0\n1.5,1\n2.5,2\n'
+    assert read_scalars(run / 'tensorboard') == {'mfpg/hf_return': [(1, 0.5), (2, 1.5), (3, 2.5)]}

@@ -51,3 +51,14 @@ def test_values_are_float32_like_tensorboard_stores_them(tmp_path):
     log.log(1, {'x': 0.1})
     log.close()
     assert read_scalars(tmp_path)['mfpg/x'][0][1] == pytest.approx(0.1, rel=1e-6)
+
+
+def test_a_resumed_log_hides_the_steps_logged_after_the_checkpoint(tmp_path):
+    log = TensorBoardLog(tmp_path)
+    for step in (1, 2, 3, 4):  # steps 3 and 4 were logged, then the process died before checkpointing them
+        log.log(step, {'hf_return': float(step)})
+    log.close()
+    resumed = TensorBoardLog(tmp_path, resume_step=3)
+    resumed.log(3, {'hf_return': 30.0})
+    resumed.close()
+    assert read_scalars(tmp_path)['mfpg/hf_return'] == [(1, 1.0), (2, 2.0), (3, 30.0)]

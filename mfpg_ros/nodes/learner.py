@@ -38,6 +38,23 @@ def latest_checkpoint(path: str) -> Path:
     return found[-1]
 
 
+def drop_rows_from(path: Path, iteration: int) -> None:
+    """Keep only metrics.csv's rows of iterations before `iteration` (those a resumed learner will not redo)."""
+    if not path.is_file():
+        return
+    with path.open(newline='') as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if int(r['iteration']) < iteration]
+        fields = reader.fieldnames
+    if fields:
+        tmp = path.with_suffix('.csv.tmp')
+        with tmp.open('w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(path)
+
+
 class LearnerNode(Node):
     def __init__(self):
         super().__init__('learner')
@@ -82,7 +99,12 @@ class LearnerNode(Node):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
                 self.checkpoint()  # a learner that dies before its first update resumes too
-        self.tensorboard = TensorBoardLog(self.run_dir / 'tensorboard') if self.run_dir else None
+        self.tensorboard = None
+        if self.run_dir:  # resumed: forget what the dead learner logged after its last checkpoint
+            if resume:
+                drop_rows_from(self.run_dir / 'metrics.csv', self.learner.version)
+            self.tensorboard = TensorBoardLog(self.run_dir / 'tensorboard',
+                                              resume_step=self.learner.version + 1 if resume else None)
         self.publish_weights()
         self.get_logger().info(f'{algo.algorithm} on {cfg.task}: waiting for version {self.learner.version} data')
 
@@ -130,11 +152,13 @@ class LearnerNode(Node):
         self.done = self.learner.version >= self.cfg.iterations or (
             target is not None and len(self.recent) == self.recent.maxlen and metrics['hf_return_recent'] >= target)
         metrics['done'] = self.done
+        # The row, then the checkpoint, then the weights: a crash anywhere in between loses no row, and a
+        # restarted learner resumes at the version the robot runs (dropping any row it is about to redo).
+        self.record(metrics)
         if self.run_dir:
-            self.checkpoint()  # before the weights go out: a restarted learner resumes at the version the robot runs
+            self.checkpoint()
         self.publish_weights()
-        self.record(metrics)  # before the summary: whoever stops the graph on 'done' finds the files complete
-        self.publish_metrics(metrics)
+        self.publish_metrics(metrics)  # last: whoever stops the graph on 'done' finds the files complete
         if self.done and self.exit_when_done:
             self.finish()
 
