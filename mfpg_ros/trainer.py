@@ -16,7 +16,7 @@ import torch
 
 from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.checkpoint import load_arrays, load_checkpoint, read_extra, save_checkpoint
-from mfpg_ros.core.config import AlgoConfig, TrainConfig, load_config
+from mfpg_ros.core.config import RUN_CONTROL, AlgoConfig, TrainConfig, load_config, resume_conflicts
 from mfpg_ros.core.estimator import branch_copies, replay_horizon
 from mfpg_ros.core.episode import HIFI, LOFI_POOL, Episode
 from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool, uses_branches
@@ -26,7 +26,6 @@ from mfpg_ros.sim.tasks import make_task
 
 
 ENGINES = ('hifi', 'pool', 'replayer', 'evaluator')
-RUN_CONTROL = ('iterations', 'eval_every', 'eval_episodes', 'target_return')  # may differ on resume
 
 
 def lofi_data(replayer: Engine, pool: Engine, policy, hifi: list[Episode], algo: AlgoConfig,
@@ -120,9 +119,7 @@ class Trainer:
     def restore(self, path: str | Path) -> None:
         """Load a checkpoint of a trainer with the same config (run-control fields such as iterations may differ)."""
         extra = read_extra(path)
-        saved = load_config(extra['config'])
-        differing = [f.name for f in dataclasses.fields(TrainConfig)
-                     if f.name not in RUN_CONTROL and getattr(saved, f.name) != getattr(self.cfg, f.name)]
+        differing = resume_conflicts(load_config(extra['config']), self.cfg)
         if differing:
             raise ValueError(f'{path} was saved under another config (differs in {", ".join(differing)})')
         load_checkpoint(self.learner, path)

@@ -166,4 +166,4 @@ def check_watchdog_reaction(server: PolicyServerHarness):
         delays.append(time.monotonic() - last_obs)
         assert list(server.commands[-1].data) == [0.0]
     print(f'watchdog reaction (s): {[round(d, 3) for d in delays]}')
-    assert max(delays) < 0.1 + 0.1  # timeout + margin for a loaded machine (the watchdog runs at the deadline)
+    assert max(delays) < 0.1 + 0.2  # timeout + margin for a loaded machine (the watchdog runs at the deadline)

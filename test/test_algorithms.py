@@ -197,3 +197,22 @@ def test_a_prefetched_pool_is_not_used_for_an_update_without_it():
     after_prefetch.prefetch_pool(pool)
     after_prefetch.update(hifi, paired, [])
     assert torch.equal(_weights(after_prefetch), _weights(hf_only))
+
+
+@pytest.mark.parametrize('algorithm', ['mf_reinforce', 'reinforce', 'mf_ppo', 'ppo'])
+def test_an_update_that_would_leave_nan_weights_is_undone_and_training_goes_on(algorithm):
+    from mfpg_ros.core.learners import make_learner
+    learner = make_learner(AlgoConfig(algorithm=algorithm), CONTRACT, seed=3)
+    learner.update(*_data(seed=1))  # so the optimiser has moments to lose
+    weights = _weights(learner).clone()
+    state = {k: v.clone() for k, v in learner.optimizer.state_dict()['state'][0].items()}
+    hifi, paired, pool = _data(seed=2)
+    for h in hifi:
+        h.rewards = h.rewards * 1e39  # finite (float64), so the codec passes them; in float32 they overflow
+    m = learner.update(hifi, paired, pool)
+    assert m['nonfinite_update'] == 1.0 and m['skipped'] == 1.0 and learner.version == 2
+    assert torch.equal(_weights(learner), weights)
+    assert all(torch.equal(v, state[k]) for k, v in learner.optimizer.state_dict()['state'][0].items())
+    m = learner.update(*_data(seed=4))
+    assert m['nonfinite_update'] == 0.0 and m['skipped'] == 0.0 and learner.version == 3
+    assert torch.isfinite(_weights(learner)).all() and not torch.equal(_weights(learner), weights)

@@ -86,8 +86,16 @@ def test_graph_update_equals_the_in_process_learner(spawn, probe, pairing):
             received[w.version] = w
         return set(received) == {0, 1}
     probe.wait_until(both_versions, 30, 'weights versions 0 and 1', check)
-    episodes = [e for m in (*hifi, *lofi) for e in decode_episodes(m.data)]  # lofi_sim batches its pool
-    version0 = [e for e in episodes if e.policy_version == 0]
+
+    def version0():  # the probe's reader may still be receiving what the learner's already had
+        episodes = [e for m in (*hifi, *lofi) for e in decode_episodes(m.data)]  # lofi_sim batches its pool
+        return [e for e in episodes if e.policy_version == 0]
+
+    def probe_has_it_all():
+        steps = {f: sum(len(e) for e in version0() if (e.fidelity == HIFI) == f) for f in (True, False)}
+        return steps[True] >= summary['hf_steps'] and steps[False] >= summary['lf_steps']
+    probe.wait_until(probe_has_it_all, 30, "the learner's version-0 episodes at the probe", check)
+    version0 = version0()
     cfg = load_config(CONFIG, **{k: v for k, v in params.items() if k.startswith('algo.') or k in ('iterations',
                                                                                                       'seed')})
     learner = make_learner(cfg.algo, make_task(cfg.task).contract, cfg.seed)
@@ -128,15 +136,27 @@ def test_learner_resumes_from_its_checkpoint(spawn, probe, tmp_path):
     learner = make_learner(cfg.algo, make_task(cfg.task).contract, seed=11)
     learner.version = 3  # as if three iterations had run
     run = tmp_path / 'run'
-    save_checkpoint(learner, run / 'checkpoints' / 'learner_000003.safetensors')
+    book = {'hf_total': 300, 'lofi_timeouts': 2, 'nonfinite_updates': 1, 'recent': [20.0, 30.0],
+            'returns_running': 5.0, 'returns_finished': []}
+    save_checkpoint(learner, run / 'checkpoints' / 'learner_000003.safetensors',
+                    extra={'config': cfg.to_dict(), 'learner_node': book})
+    (run / 'checkpoints' / '.tmp-cut-short.safetensors').write_bytes(b'half a checkpoint')  # a crash mid-write
     # The dead learner had also logged iterations 3 and 4, but never checkpointed them: the resumed one redoes them.
     (run / 'metrics.csv').write_text('hf_return,iteration\n' + ''.join(f'{i}.5,{i}\n' for i in range(5)))
     tensorboard = TensorBoardLog(run / 'tensorboard')
     for i in range(5):
         tensorboard.log(i + 1, {'hf_return': i + 0.5})  # an iteration's step is the version it produced
     tensorboard.close()
+    def refused(args, reason):
+        proc = spawn('learner', node_args(**args))
+        probe.wait_until(lambda: proc.poll() is not None, 60, 'the learner to refuse to start')
+        assert proc.poll() != 0 and reason in proc.log_tail(40), proc.log_tail(40)
+    refused({'run_dir': str(run)}, 'holds a run already')  # a new run would overwrite this one's metrics.csv
+    refused({'resume': str(run), 'run_dir': str(run), 'algo.lr': 1e-4}, 'differs in algo.lr')
+
     weights = probe.subscribe('policy/weights', UInt8MultiArray, WEIGHTS_OUT)  # the learner's short history
-    proc = spawn('learner', node_args(resume=str(run), run_dir=str(run)))
+    diagnostics = probe.subscribe('/diagnostics', DiagnosticArray)
+    proc = spawn('learner', node_args(resume=str(run), run_dir=str(run), iterations=50))  # run control may change
     probe.wait_until(lambda: weights, 60, 'weights', lambda: proc.poll() is None or pytest.fail('learner died'))
     resumed = decode_weights(weights[-1].data)
     assert resumed.version == 3
@@ -144,3 +164,11 @@ def test_learner_resumes_from_its_checkpoint(spawn, probe, tmp_path):
         assert torch.equal(value, resumed.state[name]), name
     assert (run / 'metrics.csv').read_text() == 'hf_return,iteration\n0.5,0\n1.5,1\n2.5,2\n'
     assert read_scalars(run / 'tensorboard') == {'mfpg/hf_return': [(1, 0.5), (2, 1.5), (3, 2.5)]}
+    assert not list((run / 'checkpoints').glob('.tmp-*'))
+
+    def learner_status():
+        found = [{kv.key: kv.value for kv in st.values} for m in diagnostics for st in m.status if 'learner' in st.name]
+        return found[-1] if found else None
+    probe.wait_until(learner_status, 30, 'the learner on /diagnostics')
+    status = learner_status()  # the counters go on from the checkpoint
+    assert (status['hf_total_steps'], status['lofi_timeouts'], status['nonfinite_updates']) == ('300', '2', '1')

@@ -62,7 +62,9 @@ def test_weights_for_another_contract_are_refused_old_policy_keeps_running(serve
     assert server.step()[1] == 0.0  # still version 0
 
 
-@pytest.mark.parametrize('server', [{'command_scale': 0.5, 'max_command_rate': 10.0}], indirect=True)
+# A long watchdog: a loaded machine's pause between steps must not slip a safe command (a jump to zero) in here.
+@pytest.mark.parametrize('server', [{'command_scale': 0.5, 'max_command_rate': 10.0, 'watchdog_timeout_s': 5.0}],
+                         indirect=True)
 def test_adversarial_policy_output_is_clamped_and_slew_limited(server):
     server.publish('policy/weights', weights_msg(1, bias=1e6))  # mean action 1e6 units
     server.wait_acting(1)

@@ -41,6 +41,9 @@ def test_replay_horizon_runs_to_the_batch_end():
         assert all(h == 100 - sum(len(e) for e in hf[:i]) for i, h in enumerate(horizons))
     with pytest.raises(ValueError, match='batch_start'):
         replay_horizon(dataclasses.replace(hf[0], extras={}), 100)
+    for start in (-1e15, 2.5, np.nan, np.inf):  # from a faulty or hostile sender: refused, not 10^15 steps of replay
+        with pytest.raises(ValueError, match='not a step count'):
+            replay_horizon(dataclasses.replace(hf[0], extras={'batch_start': start}), 100)
 
 
 def test_replay_runs_on_past_the_hf_segment_on_fresh_noise():

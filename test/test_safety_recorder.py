@@ -39,6 +39,22 @@ def test_joint_vector_by_name_any_order_extras_ignored_missing_is_clear():
         joint_vector(['a'], [np.nan], [0.0], ['a'])
     with pytest.raises(JointStateError, match='positions'):
         joint_vector(['a', 'b'], [0.0], [0.0, 0.0], ['a'])
+    with pytest.raises(JointStateError, match='float32'):  # finite, but an episode could not store it
+        joint_vector(['a'], [0.0], [-1e39], ['a'])
+
+
+def test_policy_server_reports_are_parsed_or_refused_with_the_reason():
+    from mfpg_ros.nodes.common import SAFE_COMMAND_SEQ
+    from mfpg_ros.nodes.hifi_interface import parse_report
+    seq, version, action, eps, command = parse_report([7.0, 3.0, 0.5, -1.0, 0.25], act_dim=1)
+    assert (seq, version) == (7, 3) and (action, eps, command) == ([0.5], [-1.0], [0.25])
+    assert parse_report([SAFE_COMMAND_SEQ, -1.0, 0.0, 0.0, 0.0], 1)[:2] == (SAFE_COMMAND_SEQ, -1)  # before weights
+    for bad, reason in [([7.0, 3.0, 0.5, -1.0], 'expected'), ([7.0, 3.0, np.nan, 0.0, 0.0], 'finite'),
+                        ([7.5, 3.0, 0.0, 0.0, 0.0], 'integers'), ([7.0, 3.5, 0.0, 0.0, 0.0], 'integers'),
+                        ([7.0, -2.0, 0.0, 0.0, 0.0], 'integers'), ([7.0, 2.0 ** 40, 0.0, 0.0, 0.0], 'integers'),
+                        ([7.0, -1.0, 0.0, 0.0, 0.0], 'policy version -1'), ([7.0, 3.0, 1e39, 0.0, 0.0], 'float32')]:
+        with pytest.raises(ValueError, match=reason):
+            parse_report(bad, 1)
 
 
 def test_recorder_cuts_at_budget_version_change_and_termination():

@@ -278,6 +278,7 @@ def joint_state_cases(rng: np.random.Generator, joints: list[str], n: int) -> li
         'empty': lambda: ([], [], []),
         'nan position': lambda: (list(joints), [np.nan] + rng.normal(size=k - 1).tolist(), good()[2]),
         'inf velocity': lambda: (list(joints), good()[1], rng.normal(size=k - 1).tolist() + [np.inf]),
+        'beyond float32': lambda: (list(joints), good()[1], [1e39] + rng.normal(size=k - 1).tolist()),
     }
     kinds = list(makers)
     huge_names = [f'j{i}' for i in range(HUGE_BYTES // 64)]

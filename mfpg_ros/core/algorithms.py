@@ -7,6 +7,7 @@ value parameters together (`algo.clip_mode: joint`, the authors' code) or applie
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -56,6 +57,24 @@ class SurrogateSum:
         return ((self.x + est.fixed_gradient(params, self.grads)) / self.steps).reshape(1)
 
 
+def finite_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+    """Every parameter and every optimiser moment is finite."""
+    tensors = [*model.parameters(), *(t for state in optimizer.state.values() for t in state.values()
+                                       if isinstance(t, torch.Tensor))]
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def undo_if_nonfinite(learner, before: dict, metrics: dict) -> dict:
+    """One batch of absurd data (rewards of 1e20 from a glitching sensor pass every finiteness check) can overflow
+    the update into NaN weights, which could then be neither published nor resumed from. Such an update is undone:
+    the learner's state from before it (weights, optimiser, coefficient, RNGs) comes back, the iteration counts as
+    skipped, and the version still advances, so the run goes on with the previous weights."""
+    if finite_state(learner.model, learner.optimizer):
+        return {**metrics, 'nonfinite_update': 0.0}
+    learner.load_state_dict(before)
+    return {**metrics, 'skipped': 1.0, 'nonfinite_update': 1.0}
+
+
 class Learner:
     def __init__(self, cfg: AlgoConfig, contract: Contract, seed: int = 0):
         self.cfg, self.contract = cfg, contract
@@ -96,9 +115,10 @@ class Learner:
     def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
         """Consume one version's segments, step the optimiser, advance the version. Returns metrics."""
         t0 = time.perf_counter()
+        before = copy.deepcopy(self.state_dict())
         hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))
         policy_loss, fit, metrics = self._policy_loss(hifi, paired, pool)
-        metrics.update(self._step(policy_loss, fit))
+        metrics = undo_if_nonfinite(self, before, {**metrics, **self._step(policy_loss, fit)})
         metrics.update(iteration=self.version, hf_segments=len(hifi), hf_steps=sum(len(e) for e in hifi),
                        lf_steps=sum(len(e) for e in (*paired, *pool)), update_seconds=time.perf_counter() - t0,
                        std=float(self.model.log_std.detach().exp().mean()))

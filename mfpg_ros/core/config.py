@@ -171,6 +171,20 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+RUN_CONTROL = ('iterations', 'eval_every', 'eval_episodes', 'target_return')  # may change when a run is resumed
+
+
+def resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
+    """The dotted keys, other than RUN_CONTROL, in which a checkpoint's config and the current one differ."""
+    def flat(d: dict, prefix: str = '') -> dict:
+        out = {}
+        for key, value in d.items():
+            out.update(flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {prefix + key: value})
+        return out
+    a, b = flat(saved.to_dict()), flat(current.to_dict())
+    return sorted(k for k in a.keys() | b.keys() if k.split('.')[0] not in RUN_CONTROL and a.get(k) != b.get(k))
+
+
 def _optional(value):
     """'' and NaN stand for None where the value came from a ROS parameter (which cannot be None)."""
     if value == '' or (isinstance(value, float) and math.isnan(value)):

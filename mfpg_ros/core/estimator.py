@@ -204,7 +204,10 @@ def replay_horizon(segment: Episode, batch_steps: int) -> int:
     if 'batch_start' not in segment.extras:
         raise ValueError(f'HF segment {segment.episode_id!r} has no extras["batch_start"]: pairing \'matched\' '
                          'needs where in its batch it began')
-    return max(1, batch_steps - int(segment.extras['batch_start']))
+    start = segment.extras['batch_start']
+    if not (0 <= start < 2 ** 31 and start == int(start)):  # from another process: checked before use
+        raise ValueError(f'HF segment {segment.episode_id!r}: batch_start {start} is not a step count')
+    return max(1, batch_steps - int(start))  # 1 for a segment past the budget (hifi_interface on_budget 'continue')
 
 
 def branch_copies(algo) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mfpg_ros.core import estimator as est
-from mfpg_ros.core.algorithms import seeded_model
+from mfpg_ros.core.algorithms import seeded_model, undo_if_nonfinite
 from mfpg_ros.core.config import PPO_ALGORITHMS, AlgoConfig
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.episode import Episode
@@ -87,10 +87,12 @@ class PPOLearner:
 
     def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
         t0 = time.perf_counter()
+        before = copy.deepcopy(self.state_dict())
         hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))
         batch, stats = self._batch(hifi, paired, pool, self.coef)
         skip = len(batch.hf) <= self.cfg.estimator.min_aligned_steps
-        metrics = {**(_SKIPPED if skip else self._optimise(batch)), **stats}  # the batch's statistics over defaults
+        # the batch's statistics over defaults
+        metrics = undo_if_nonfinite(self, before, {**(_SKIPPED if skip else self._optimise(batch)), **stats})
         if self.cfg.estimator.pairing == 'matched':  # c comes from segment gradients: no surrogate rho, no LF ratios
             for key in _PAPER_PAIRING_ONLY:
                 metrics.pop(key)

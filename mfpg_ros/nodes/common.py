@@ -87,7 +87,7 @@ class Rejections:
         kind = kind or (type(error).__name__ if isinstance(error, Exception) else 'invalid')
         n = self.counts[(topic, kind)] = self.counts[(topic, kind)] + 1
         if n % 100 == 1:
-            self.node.get_logger().warn(f'rejected message on {topic} ({kind} #{n}): {error}')
+            self.node.get_logger().warning(f'rejected message on {topic} ({kind} #{n}): {error}')
 
     @property
     def total(self) -> int:

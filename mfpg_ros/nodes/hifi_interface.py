@@ -32,11 +32,29 @@ from mfpg_ros.core.codec import CodecError, decode_weights, encode_episode
 from mfpg_ros.nodes.common import ACTION, CONTROL, EPISODES, HIFI_EPISODES, IDLE, LATCHED, OBSERVATION, QUIET_PUB, \
     QUIET_SUB, SAFE_COMMAND_SEQ, WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
-from mfpg_ros.sim.recorder import JointStateError, SegmentRecorder, joint_vector
+from mfpg_ros.sim.recorder import FLOAT32_MAX, JointStateError, SegmentRecorder, joint_vector
 from mfpg_ros.sim.tasks import make_task
 
 WAITING, RESETTING, STARTING, OBSERVING, ACTING, PAUSED = 'waiting', 'resetting', 'starting', 'observing', \
     'acting', 'paused'
+
+
+def parse_report(values, act_dim: int) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
+    """policy_server's report [seq, version, action, eps, command] as (seq, version, action, eps, command);
+    ValueError unless it is exactly that, finite, with integer seq and version (a policy version >= 0 unless it
+    reports a safe command) and values an episode can store (float32)."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.shape != (2 + 3 * act_dim,) or not np.isfinite(data).all():
+        raise ValueError(f'expected [seq, version, {3 * act_dim} finite values], got {data.size} values')
+    seq, version = data[:2]
+    if seq != int(seq) or version != int(version) or not -1 <= version < 2 ** 31:
+        raise ValueError(f'seq {seq} and version {version} must be integers, the version in [-1, 2^31)')
+    if version < 0 and seq != SAFE_COMMAND_SEQ:
+        raise ValueError(f'an action for seq {seq:.0f} from policy version {version:.0f}')
+    if np.abs(data[2:]).max() > FLOAT32_MAX:
+        raise ValueError('a value beyond float32 (episodes store actions as float32)')
+    a = data[2:]
+    return int(seq), int(version), a[:act_dim], a[act_dim:2 * act_dim], a[2 * act_dim:]
 
 
 class HifiInterface(Node):
@@ -148,12 +166,11 @@ class HifiInterface(Node):
             self.continue_or_pause()
 
     def on_action(self, msg: Float64MultiArray) -> None:
-        data, n = np.asarray(msg.data, dtype=np.float64), self.contract.act_dim
-        if data.shape != (2 + 3 * n,) or not np.isfinite(data).all():
-            self.rejections(ACTION, f'expected [seq, version, {3 * n} finite values], got {data.size} values',
-                            'malformed')
+        try:
+            seq, version, action, eps, command = parse_report(msg.data, self.contract.act_dim)
+        except ValueError as err:
+            self.rejections(ACTION, str(err), 'malformed')
             return
-        seq = int(data[0])
         if seq == SAFE_COMMAND_SEQ:
             self.safe_commands += 1
             if self.phase in (OBSERVING, ACTING):  # e.g. a lock-step twin took an extra step under the held command
@@ -162,7 +179,6 @@ class HifiInterface(Node):
         if self.phase != OBSERVING or seq != self.seq:
             self.rejections(ACTION, f'action for seq {seq} while {self.phase} at seq {self.seq}', 'unexpected')
             return
-        version, action, eps, command = int(data[1]), data[2:2 + n], data[2 + n:2 + 2 * n], data[2 + 2 * n:]
         if self.on_budget == 'pause' and self.recorder.budget_reached(version):
             self.stale_actions += 1  # the policy server has not switched to the new weights yet: ask again
             self.publish_observation()
@@ -177,7 +193,7 @@ class HifiInterface(Node):
     def request_reset_when_ready(self) -> None:
         self.idle_ticks = self.idle_ticks + 1 if self.phase == WAITING else 0
         if self.idle_ticks % 10 == 9:  # every 5 s while nothing happens: say what is missing
-            self.get_logger().warn(f'waiting for {self.waiting_for()}: joint_states seen: '
+            self.get_logger().warning(f'waiting for {self.waiting_for()}: joint_states seen: '
                                    f'{self.latest_state is not None}, policy version: {self.latest_version}, '
                                    f'policy_server matched: {self.obs_pub.get_subscription_count() > 0}')
         ready = self.reset_strategy == 'operator' or self.reset_client.service_is_ready()
@@ -197,7 +213,7 @@ class HifiInterface(Node):
             self.reset_timeouts += 1
             self.reset_client.remove_pending_request(self.reset_future)
             missing = 'reply from the reset service' if self.phase == RESETTING else 'joint_states after the reset'
-            self.get_logger().warn(f'no {missing} within {self.reset_timeout:.1f} s: resetting again')
+            self.get_logger().warning(f'no {missing} within {self.reset_timeout:.1f} s: resetting again')
             self.set_phase(WAITING)
 
     def on_clock_jump(self, jump) -> None:
@@ -229,7 +245,7 @@ class HifiInterface(Node):
         """Drop the open segment (never sent to the learner) and start over with a reset."""
         if self.recorder.abort():
             self.aborted += 1
-        self.get_logger().warn(f'segment aborted: {reason}')
+        self.get_logger().warning(f'segment aborted: {reason}')
         self.set_phase(WAITING)
 
     def set_phase(self, phase: str) -> None:
@@ -242,7 +258,7 @@ class HifiInterface(Node):
         self.set_phase(RESETTING)
         self.pending_state = None
         if self.reset_strategy == 'operator':
-            self.get_logger().warn('waiting for the operator: put the robot at its start pose, then call '
+            self.get_logger().warning('waiting for the operator: put the robot at its start pose, then call '
                                    f'`ros2 service call {self.resolve_service_name("confirm_reset")} '
                                    'std_srvs/srv/Trigger`')
             return

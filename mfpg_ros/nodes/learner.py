@@ -18,6 +18,7 @@ from std_msgs.msg import Float64, String, UInt8MultiArray
 from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episodes, encode_weights
+from mfpg_ros.core.config import load_config, resume_conflicts
 from mfpg_ros.core.episode import LOFI_POOL
 from mfpg_ros.core.learners import iteration_assembler, make_learner
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LOFI_EPISODES, METRICS, QUIET_PUB, QUIET_SUB, \
@@ -63,6 +64,8 @@ class LearnerNode(Node):
         run_dir = self.declare_parameter('run_dir', '').value
         self.run_dir = Path(run_dir) if run_dir else None
         self.checkpoint_every = self.declare_parameter('checkpoint_every', 10).value
+        if self.checkpoint_every < 1:
+            raise ValueError(f'checkpoint_every must be >= 1, got {self.checkpoint_every}')
         self.lofi_timeout = self.declare_parameter('lofi_timeout_s', 30.0).value
         self.exit_when_done = self.declare_parameter('exit_when_done', True).value
         resume = self.declare_parameter('resume', '').value  # a checkpoint file, or a run folder (its latest)
@@ -73,17 +76,19 @@ class LearnerNode(Node):
         algo = cfg.algo
         self.learner = make_learner(algo, self.contract, cfg.seed)
         self.assembler = iteration_assembler(algo)
-        if resume:
-            path = latest_checkpoint(resume)
-            load_checkpoint(self.learner, path)
-            self.assembler.version = self.learner.version  # continue from the checkpoint's policy version
-            self.get_logger().info(f'resumed from {path} at policy version {self.learner.version}')
         self.returns = EpisodeReturns(task.max_episode_steps)
         self.recent = collections.deque(maxlen=10)
-        self.hf_total = self.lofi_timeouts = 0
+        self.hf_total = self.lofi_timeouts = self.nonfinite_updates = 0
         self.hf_complete_since: float | None = None
         self.iteration_started = time.perf_counter()
-        self.done = False
+        if self.run_dir:
+            self.check_run_dir(resume)
+        if resume:
+            self.resume_from(latest_checkpoint(resume))
+        self.done = self.learner.version >= cfg.iterations  # a finished run resumed as it was: nothing to do
+        if self.done:
+            self.get_logger().warning(f'version {self.learner.version} reached iterations={cfg.iterations}: nothing '
+                                      'to train (resume with a larger iterations:= to go on)')
         self.csv_fields: list[str] | None = None
         self.rejections = Rejections(self)
         self.weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS, WEIGHTS_OUT, **QUIET_PUB)
@@ -132,10 +137,14 @@ class LearnerNode(Node):
         data = self.assembler.take()
         if timed_out:  # a low-fidelity simulator is missing: carry on HF-only (c = 0) and say so
             self.lofi_timeouts += 1
-            self.get_logger().warn(f'low-fidelity data for version {self.learner.version} incomplete after '
+            self.get_logger().warning(f'low-fidelity data for version {self.learner.version} incomplete after '
                                    f'{self.lofi_timeout:.0f} s: HF-only update')
             data.paired, data.pool = [], []
         metrics = self.learner.update(data.hifi, data.paired, data.pool)
+        if metrics['nonfinite_update']:
+            self.nonfinite_updates += 1
+            self.get_logger().error(f'the update of version {self.learner.version - 1} made the weights non-finite '
+                                    f'(absurd rewards or observations?): undone, the previous weights go on')
         for segment in data.hifi:
             self.returns.add(segment)
         finished = self.returns.take()
@@ -199,11 +208,39 @@ class LearnerNode(Node):
             writer.writerow(metrics)
         self.tensorboard.log(self.learner.version, metrics)
 
+    def check_run_dir(self, resume: str) -> None:
+        """Clear a checkpoint write a crash cut short; refuse to start a new run over an old one's files."""
+        folder = self.run_dir / 'checkpoints'
+        for tmp in folder.glob('.tmp-*'):
+            tmp.unlink(missing_ok=True)
+        if not resume and any(folder.glob('learner_*.safetensors')):
+            raise ValueError(f'{self.run_dir} holds a run already: resume:={self.run_dir} continues it, a new run '
+                             'needs a new run_dir')
+
+    def resume_from(self, path: Path) -> None:
+        """The learner's state, and the node's counters and episode returns, as the checkpoint has them; its config
+        must be this one (iterations, target_return, eval_* may change)."""
+        extra = load_checkpoint(self.learner, path)
+        if 'config' in extra:
+            differing = resume_conflicts(load_config(extra['config']), self.cfg)
+            if differing:
+                raise ValueError(f'{path} was saved under another config (differs in {", ".join(differing)})')
+        book = extra.get('learner_node', {})
+        self.hf_total, self.lofi_timeouts = book.get('hf_total', 0), book.get('lofi_timeouts', 0)
+        self.nonfinite_updates = book.get('nonfinite_updates', 0)
+        self.returns.running, self.returns.finished = book.get('returns_running', 0.0), book.get('returns_finished', [])
+        self.recent.extend(book.get('recent', []))
+        self.assembler.version = self.learner.version  # continue from the checkpoint's policy version
+        self.get_logger().info(f'resumed from {path} at policy version {self.learner.version}')
+
     def checkpoint(self) -> None:
         """Every version is checkpointed (the initial one too); every checkpoint_every-th and the newest are kept."""
         folder = self.run_dir / 'checkpoints'
+        book = {'hf_total': self.hf_total, 'lofi_timeouts': self.lofi_timeouts,
+                'nonfinite_updates': self.nonfinite_updates, 'recent': list(self.recent),
+                'returns_running': self.returns.running, 'returns_finished': self.returns.finished}
         save_checkpoint(self.learner, folder / f'learner_{self.learner.version:06d}.safetensors',
-                        extra={'config': self.cfg.to_dict()})
+                        extra={'config': self.cfg.to_dict(), 'learner_node': book})
         previous = self.learner.version - 1
         if previous >= 0 and previous % self.checkpoint_every:
             (folder / f'learner_{previous:06d}.safetensors').unlink(missing_ok=True)
@@ -214,9 +251,11 @@ class LearnerNode(Node):
         super().destroy_node()
 
     def diagnostics(self) -> dict:
-        return {'policy_version': self.learner.version, 'hf_steps_waiting': self.assembler.data.steps('hifi'),
+        return {'policy_version': self.learner.version, 'hf_total_steps': self.hf_total,
+                'hf_steps_waiting': self.assembler.data.steps('hifi'),
                 'pool_steps_waiting': self.assembler.data.steps('pool'),
                 'pairs_missing': len(self.assembler.missing_pairs()), 'lofi_timeouts': self.lofi_timeouts,
+                'nonfinite_updates': self.nonfinite_updates,
                 'rejected': self.rejections.total, **{f'dropped {k}': v for k, v in self.assembler.dropped.items()}}
 
 

@@ -110,7 +110,7 @@ class PolicyServer(LifecycleNode):
     def on_estop_reset(self, request, response):
         response.success, response.message = True, 'e-stop released' if self.estopped else 'e-stop was not engaged'
         self.estopped = False
-        self.get_logger().warn(response.message)
+        self.get_logger().warning(response.message)
         return response
 
     def on_observation(self, msg: Float64MultiArray) -> None:

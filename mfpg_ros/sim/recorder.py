@@ -14,6 +14,9 @@ class JointStateError(ValueError):
     pass
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def joint_vector(names, positions, velocities, wanted: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(qpos, qvel) in the task's joint order from a JointState's parallel arrays; any order, extras ignored."""
     if len(positions) != len(names) or len(velocities) != len(names):
@@ -27,6 +30,8 @@ def joint_vector(names, positions, velocities, wanted: list[str]) -> tuple[np.nd
     qvel = np.array([velocities[index[n]] for n in wanted], dtype=np.float64)
     if not (np.isfinite(qpos).all() and np.isfinite(qvel).all()):
         raise JointStateError('joint_states has non-finite positions or velocities')
+    if max(np.abs(qpos).max(initial=0), np.abs(qvel).max(initial=0)) > FLOAT32_MAX:
+        raise JointStateError('joint_states has values beyond float32 (episodes store observations as float32)')
     return qpos, qvel
 
 
