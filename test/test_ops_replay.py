@@ -1,7 +1,6 @@
 """`mfpg replay`: the learner re-run on a bag lands exactly on the recorded weights -- for a synthetic bag written
 through the same BagWriter (including an LF-timeout iteration), and for a bag recorded from a real graph run."""
 import json
-import time
 
 import torch
 import yaml
@@ -104,15 +103,16 @@ def test_replay_of_a_recorded_graph_run(ros_env, spawn, probe, tmp_path, capsys)
                          'the recorder to hold 3 iterations', running)
     except TimeoutError as err:  # say which stream fell short
         raise TimeoutError(f'{err}; the recorder reports {diagnostics.latest.get("/bag_recorder")}') from err
-    # Episodes reach the recorder independently of the learner: wait until its episode counts stay put for 3 s.
-    seen = {'counts': None, 'since': time.monotonic()}
+    # Episodes reach the recorder independently of the learner: wait until it holds every message their writers
+    # sent (once the learner is done, hifi_interface pauses and lofi_sim has nothing left to simulate). The counts
+    # are read from reports sent after every message of versions 0-2 had gone out (the learner had them all).
+    diagnostics.wait_fresh(['/hifi_interface', '/lofi_sim'], 30, running)
 
-    def settled():
+    def caught_up():
+        sent = (diagnostics.value('/hifi_interface', 'segments'), diagnostics.value('/lofi_sim', 'messages_sent'))
         counts = tuple(diagnostics.value('/bag_recorder', f'recorded /{t}/episodes') for t in ('hifi', 'lofi'))
-        if counts != seen['counts']:
-            seen['counts'], seen['since'] = counts, time.monotonic()
-        return time.monotonic() - seen['since'] > 3.0
-    probe.wait_until(settled, 120, 'the recorder to catch up with the episodes', running)
+        return counts == sent and min(sent) > 0
+    probe.wait_until(caught_up, 120, 'the recorder to catch up with the episodes', running)
     assert procs['bag_recorder'].stop() == 0
     assert main([str(bag)]) == 0
     out = capsys.readouterr().out

@@ -66,7 +66,7 @@ class LofiSim(Node):
         self.replayer = Engine(task, 1, seed=cfg.seed * 1000 + 2 * self.worker + 2, nthread=nthread)
         self.policy, self.version, self.pool_done = None, -1, -1
         self.waiting = []  # HF segments of versions whose weights have not arrived yet
-        self.replays = self.pool_steps = self.stale = 0
+        self.replays = self.pool_steps = self.stale = self.messages_sent = 0
         self.rejections = Rejections(self)
         self.episode_pub = self.create_publisher(UInt8MultiArray, LOFI_EPISODES,
                                                  lofi_episodes_qos(cfg.algo.hf_steps_per_iter), **QUIET_PUB)
@@ -75,7 +75,8 @@ class LofiSim(Node):
         self.pool_failed = self.create_guard_condition(self.raise_pool_error)
         self.pool_error: BaseException | None = None
         Diagnostics(self, lambda: {'policy_version': self.version, 'replays': self.replays,
-                                   'pool_steps': self.pool_steps, 'stale_dropped': self.stale,
+                                   'pool_steps': self.pool_steps, 'messages_sent': self.messages_sent,
+                                   'stale_dropped': self.stale,
                                    'waiting': len(self.waiting), 'rejected': self.rejections.total},
                     rejections=self.rejections)
 
@@ -114,11 +115,11 @@ class LofiSim(Node):
                 self.rejections(HIFI_EPISODES, err)
                 return
             for replay in self.replayer.replay(self.policy, [segment], self.version, horizons):
-                self.episode_pub.publish(bytes_msg(encode_episode(replay, key=self.key)))
+                self.send(encode_episode(replay, key=self.key))
             if self.matched:
                 branches = self.replayer.branch(self.policy, [segment], horizons, self.copies, self.version)
                 for batch in encode_batches(branches, key=self.key):
-                    self.episode_pub.publish(bytes_msg(batch))
+                    self.send(batch)
                 self.pool_steps += sum(len(b) for b in branches)
             self.replays += 1
 
@@ -132,8 +133,12 @@ class LofiSim(Node):
 
     def publish_pool(self, segments: list) -> None:
         for batch in encode_batches(segments, key=self.key):  # a few messages, not hundreds
-            self.episode_pub.publish(bytes_msg(batch))
+            self.send(batch)
         self.pool_steps += sum(len(segment) for segment in segments)
+
+    def send(self, payload: bytes) -> None:  # from either thread
+        self.episode_pub.publish(bytes_msg(payload))
+        self.messages_sent += 1
 
     def pool_finished(self, done: Future) -> None:
         if done.cancelled() or done.exception() is None or not self.context.ok():  # failing in a shutdown is no error
