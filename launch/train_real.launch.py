@@ -2,6 +2,8 @@
 
     ros2 launch mfpg_ros train_real.launch.py hardware:=twin
     ros2 launch mfpg_ros train_real.launch.py hardware:=real namespace:=robot1 run_dir:=/data/runs/r1
+    ros2 launch mfpg_ros train_real.launch.py hardware:=real namespace:=robot1 run_dir:=/data/runs/r1 \
+        resume:=/data/runs/r1    # after a crash: the learner goes on from the run's newest checkpoint
 
 The nodes, their parameters and remappings come from mfpg_ros.graph, the same spec `mfpg train` starts.
 Launch arguments are strings; typed values reach the nodes through graph.build_graph, never raw.
@@ -43,8 +45,10 @@ def nodes_from_graph(context):
 
     hardware, namespace = arg('hardware'), arg('namespace')
     overrides = {'task': arg('task')} if arg('task') else {}
+    resume = {'learner': {'resume': arg('resume')}} if arg('resume') else {}
     specs = graph.build_graph(hardware=hardware, namespace=namespace, config=arg('config') or None,
-                              run_dir=arg('run_dir') or None, overrides=overrides, record=arg('record') == 'true')
+                              run_dir=arg('run_dir') or None, overrides=overrides, record=arg('record') == 'true',
+                              node_params=resume)
     actions = {'gazebo': gazebo_hook, 'real': real_hook}.get(hardware, lambda *_: [])(context, namespace)
     for spec in specs:
         actions.append(Node(
@@ -65,6 +69,9 @@ def generate_launch_description():
         DeclareLaunchArgument('namespace', default_value='', description='namespace of the whole graph'),
         DeclareLaunchArgument('run_dir', default_value='',
                               description='run folder for checkpoints and metrics.csv (default runs/<timestamp>)'),
+        DeclareLaunchArgument('resume', default_value='',
+                              description='a learner checkpoint, or a run folder (its newest): the learner goes on '
+                                          'from there (give the same run_dir to continue that run folder)'),
         DeclareLaunchArgument('record', default_value='true', choices=['true', 'false'],
                               description='record episodes, weights and metrics into <run_dir>/bag (MCAP)'),
         DeclareLaunchArgument('sigterm_timeout', default_value='20',

@@ -200,18 +200,19 @@ def test_a_prefetched_pool_is_not_used_for_an_update_without_it():
 
 
 @pytest.mark.parametrize('algorithm', ['mf_reinforce', 'reinforce', 'mf_ppo', 'ppo'])
-def test_an_update_that_would_leave_nan_weights_is_undone_and_training_goes_on(algorithm):
+@pytest.mark.parametrize('too_short', [False, True], ids=['stepped', 'skipped'])  # skipped: no step, c still fitted
+def test_an_update_that_would_leave_nan_weights_is_undone_and_training_goes_on(algorithm, too_short):
     from mfpg_ros.core.learners import make_learner
     learner = make_learner(AlgoConfig(algorithm=algorithm), CONTRACT, seed=3)
     learner.update(*_data(seed=1))  # so the optimiser has moments to lose
-    weights = _weights(learner).clone()
+    weights, coefficient = _weights(learner).clone(), learner.coef.state()
     state = {k: v.clone() for k, v in learner.optimizer.state_dict()['state'][0].items()}
-    hifi, paired, pool = _data(seed=2)
+    hifi, paired, pool = _data(seed=2, **({'hf_lens': (10, 10), 'lf_lens': (10, 10)} if too_short else {}))
     for h in hifi:
         h.rewards = h.rewards * 1e39  # finite (float64), so the codec passes them; in float32 they overflow
     m = learner.update(hifi, paired, pool)
-    assert m['nonfinite_update'] == 1.0 and m['skipped'] == 1.0 and learner.version == 2
-    assert torch.equal(_weights(learner), weights)
+    assert m['skipped'] == 1.0 and learner.version == 2 and (too_short or m['nonfinite_update'] == 1.0)
+    assert torch.equal(_weights(learner), weights) and learner.coef.state() == coefficient
     assert all(torch.equal(v, state[k]) for k, v in learner.optimizer.state_dict()['state'][0].items())
     m = learner.update(*_data(seed=4))
     assert m['nonfinite_update'] == 0.0 and m['skipped'] == 0.0 and learner.version == 3

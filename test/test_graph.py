@@ -142,7 +142,8 @@ def test_learner_resumes_from_its_checkpoint(spawn, probe, tmp_path):
                     extra={'config': cfg.to_dict(), 'learner_node': book})
     (run / 'checkpoints' / '.tmp-cut-short.safetensors').write_bytes(b'half a checkpoint')  # a crash mid-write
     # The dead learner had also logged iterations 3 and 4, but never checkpointed them: the resumed one redoes them.
-    (run / 'metrics.csv').write_text('hf_return,iteration\n' + ''.join(f'{i}.5,{i}\n' for i in range(5)))
+    # Its last row was cut short by the crash.
+    (run / 'metrics.csv').write_text('hf_return,iteration\n' + ''.join(f'{i}.5,{i}\n' for i in range(4)) + '4.5')
     tensorboard = TensorBoardLog(run / 'tensorboard')
     for i in range(5):
         tensorboard.log(i + 1, {'hf_return': i + 0.5})  # an iteration's step is the version it produced
@@ -153,6 +154,12 @@ def test_learner_resumes_from_its_checkpoint(spawn, probe, tmp_path):
         assert proc.poll() != 0 and reason in proc.log_tail(40), proc.log_tail(40)
     refused({'run_dir': str(run)}, 'holds a run already')  # a new run would overwrite this one's metrics.csv
     refused({'resume': str(run), 'run_dir': str(run), 'algo.lr': 1e-4}, 'differs in algo.lr')
+    refused({'resume': str(run), 'run_dir': str(run), 'iterations': 3}, 'nothing to train')
+    newer = run / 'checkpoints' / 'learner_000005.safetensors'  # an older checkpoint resumed into its own folder
+    newer.write_bytes((run / 'checkpoints' / 'learner_000003.safetensors').read_bytes())
+    refused({'resume': str(run / 'checkpoints' / 'learner_000003.safetensors'), 'run_dir': str(run)},
+            'newer than version 3 (versions [5])')
+    newer.unlink()
 
     weights = probe.subscribe('policy/weights', UInt8MultiArray, WEIGHTS_OUT)  # the learner's short history
     diagnostics = probe.subscribe('/diagnostics', DiagnosticArray)

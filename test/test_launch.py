@@ -12,7 +12,7 @@ import pytest
 from mfpg_ros import graph
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'train_real.launch.py'
-ARGUMENTS = {'hardware', 'task', 'config', 'namespace', 'run_dir', 'record'}
+ARGUMENTS = {'hardware', 'task', 'config', 'namespace', 'run_dir', 'resume', 'record', 'sigterm_timeout'}
 
 
 def _ros_module(name: str, attribute: str):
@@ -29,6 +29,14 @@ launch_ros = _ros_module('launch_ros', 'actions')
 launch_pytest = _ros_module('launch_pytest', 'fixture')
 needs_launch = pytest.mark.skipif(launch is None or launch_ros is None,
                                   reason='launch/launch_ros are not installed (not on PyPI; see ros2_launch_env.md)')
+
+
+def _has_package(name: str) -> bool:
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    try:
+        return bool(get_package_share_directory(name))
+    except PackageNotFoundError:
+        return False
 
 
 def _load_module(path: Path):
@@ -68,10 +76,23 @@ def test_launch_arguments():
 @needs_launch
 @pytest.mark.parametrize('hardware', graph.HARDWARE)
 def test_launch_builds_the_graph_of_graph_py(hardware, tmp_path):
-    nodes = _node_actions({'hardware': hardware, 'namespace': 'robot1', 'run_dir': str(tmp_path)})
+    arguments = {'hardware': hardware, 'namespace': 'robot1', 'run_dir': str(tmp_path)}
+    if hardware == 'gazebo' and not _has_package('ros_gz_sim'):
+        with pytest.raises(RuntimeError, match='needs ros_gz_sim, which is not installed: sudo apt install'):
+            _node_actions(arguments)  # a clear error with the install line, not a half-started graph
+        return
+    nodes = _node_actions(arguments)
     specs = graph.build_graph(hardware, namespace='robot1', run_dir=tmp_path, record=True)  # launch records
     assert [n.node_executable for n in nodes] == [s.executable for s in specs]
     assert {n.node_package for n in nodes} == {graph.PACKAGE}
+
+
+@needs_launch
+def test_launch_resume_reaches_the_learner_only(tmp_path):
+    nodes = _node_actions({'hardware': 'twin', 'run_dir': str(tmp_path), 'resume': str(tmp_path)})
+    def names(node):  # the parameter names a Node action sets (launch_ros keeps them as text substitutions)
+        return {''.join(t.text for t in key) for p in node._Node__parameters if isinstance(p, dict) for key in p}
+    assert [n.node_executable for n in nodes if 'resume' in names(n)] == ['learner']
 
 
 if launch_pytest is not None and launch_ros is not None:

@@ -50,6 +50,8 @@ class BagRecorder(Node):
         if unknown:
             raise ValueError(f'cannot record {unknown}: known topics are {list(RECORDED)}')
         self.path = Path(bag or Path(run_dir or '.') / f'bag_{time.strftime("%Y%m%d-%H%M%S")}')
+        if self.path.exists():  # e.g. a run resumed in its own folder: the bag of its first part stays as it is
+            self.path = self.path.with_name(f'{self.path.name}_{time.strftime("%Y%m%d-%H%M%S")}')
         self.writer = BagWriter(self.path, config=cfg.to_dict())
         self.names: dict[str, str] = {}
         for topic in topics:

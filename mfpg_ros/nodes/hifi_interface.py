@@ -44,8 +44,10 @@ def parse_report(values, act_dim: int) -> tuple[int, int, np.ndarray, np.ndarray
     ValueError unless it is exactly that, finite, with integer seq and version (a policy version >= 0 unless it
     reports a safe command) and values an episode can store (float32)."""
     data = np.asarray(values, dtype=np.float64)
-    if data.shape != (2 + 3 * act_dim,) or not np.isfinite(data).all():
-        raise ValueError(f'expected [seq, version, {3 * act_dim} finite values], got {data.size} values')
+    if data.shape != (2 + 3 * act_dim,):
+        raise ValueError(f'expected [seq, version, {3 * act_dim} values], got {data.size} values')
+    if not np.isfinite(data).all():
+        raise ValueError('a non-finite value in the report')
     seq, version = data[:2]
     if seq != int(seq) or version != int(version) or not -1 <= version < 2 ** 31:
         raise ValueError(f'seq {seq} and version {version} must be integers, the version in [-1, 2^31)')

@@ -3,6 +3,7 @@ the next weights (latched), per-iteration metrics (rqt_plot-ready) and checkpoin
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import json
 import math
@@ -16,7 +17,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float64, String, UInt8MultiArray
 
 from mfpg_ros.core.bookkeeping import EpisodeReturns
-from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
+from mfpg_ros.core.checkpoint import load_checkpoint, read_extra, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episodes, encode_weights
 from mfpg_ros.core.config import load_config, resume_conflicts
 from mfpg_ros.core.episode import LOFI_POOL
@@ -43,9 +44,13 @@ def drop_rows_from(path: Path, iteration: int) -> None:
     """Keep only metrics.csv's rows of iterations before `iteration` (those a resumed learner will not redo)."""
     if not path.is_file():
         return
+    def kept(row: dict) -> bool:  # a row a crash cut short has no whole iteration number: it goes too
+        with contextlib.suppress(TypeError, ValueError):
+            return int(row['iteration']) < iteration
+        return False
     with path.open(newline='') as f:
         reader = csv.DictReader(f)
-        rows = [r for r in reader if int(r['iteration']) < iteration]
+        rows = [r for r in reader if kept(r)]
         fields = reader.fieldnames
     if fields:
         tmp = path.with_suffix('.csv.tmp')
@@ -59,6 +64,7 @@ def drop_rows_from(path: Path, iteration: int) -> None:
 class LearnerNode(Node):
     def __init__(self):
         super().__init__('learner')
+        self.tensorboard = None  # first: destroy_node runs even when a check below refuses to start
         torch.set_num_threads(1)
         self.cfg = cfg = declare_config(self)
         run_dir = self.declare_parameter('run_dir', '').value
@@ -81,14 +87,14 @@ class LearnerNode(Node):
         self.hf_total = self.lofi_timeouts = self.nonfinite_updates = 0
         self.hf_complete_since: float | None = None
         self.iteration_started = time.perf_counter()
-        if self.run_dir:
-            self.check_run_dir(resume)
         if resume:
             self.resume_from(latest_checkpoint(resume))
-        self.done = self.learner.version >= cfg.iterations  # a finished run resumed as it was: nothing to do
-        if self.done:
-            self.get_logger().warning(f'version {self.learner.version} reached iterations={cfg.iterations}: nothing '
-                                      'to train (resume with a larger iterations:= to go on)')
+        if self.run_dir:
+            self.check_run_dir(self.learner.version if resume else None)
+        if self.learner.version >= cfg.iterations:
+            raise ValueError(f'policy version {self.learner.version} has reached iterations={cfg.iterations}: nothing '
+                             'to train (resume with a larger iterations:= to go on)')
+        self.done = False
         self.csv_fields: list[str] | None = None
         self.rejections = Rejections(self)
         self.weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS, WEIGHTS_OUT, **QUIET_PUB)
@@ -104,7 +110,6 @@ class LearnerNode(Node):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
                 self.checkpoint()  # a learner that dies before its first update resumes too
-        self.tensorboard = None
         if self.run_dir:  # resumed: forget what the dead learner logged after its last checkpoint
             if resume:
                 drop_rows_from(self.run_dir / 'metrics.csv', self.learner.version)
@@ -167,7 +172,8 @@ class LearnerNode(Node):
         if self.run_dir:
             self.checkpoint()
         self.publish_weights()
-        self.publish_metrics(metrics)  # last: whoever stops the graph on 'done' finds the files complete
+        # Last. The runner stops the graph on a 'done' row: its SIGINT lets this callback finish the checkpoint.
+        self.publish_metrics(metrics)
         if self.done and self.exit_when_done:
             self.finish()
 
@@ -208,23 +214,30 @@ class LearnerNode(Node):
             writer.writerow(metrics)
         self.tensorboard.log(self.learner.version, metrics)
 
-    def check_run_dir(self, resume: str) -> None:
-        """Clear a checkpoint write a crash cut short; refuse to start a new run over an old one's files."""
+    def check_run_dir(self, resumed: int | None) -> None:
+        """A run folder holds one run: a new learner refuses one with checkpoints, a resumed one refuses checkpoints
+        newer than its own (they would mix two histories), then clears a checkpoint write a crash cut short."""
         folder = self.run_dir / 'checkpoints'
-        for tmp in folder.glob('.tmp-*'):
-            tmp.unlink(missing_ok=True)
-        if not resume and any(folder.glob('learner_*.safetensors')):
+        versions = [int(f.stem.split('_')[1]) for f in folder.glob('learner_*.safetensors')]
+        if resumed is None and versions:
             raise ValueError(f'{self.run_dir} holds a run already: resume:={self.run_dir} continues it, a new run '
                              'needs a new run_dir')
+        newer = sorted(v for v in versions if resumed is not None and v > resumed)
+        if newer:
+            raise ValueError(f'{folder} has checkpoints newer than version {resumed} (versions {newer}): resume the '
+                             'newest, or resume into a new run_dir')
+        for tmp in folder.glob('.tmp-*'):
+            tmp.unlink(missing_ok=True)
 
     def resume_from(self, path: Path) -> None:
         """The learner's state, and the node's counters and episode returns, as the checkpoint has them; its config
         must be this one (iterations, target_return, eval_* may change)."""
-        extra = load_checkpoint(self.learner, path)
-        if 'config' in extra:
+        extra = read_extra(path)
+        if 'config' in extra:  # checked before loading: a changed network size is named, not a tensor mismatch
             differing = resume_conflicts(load_config(extra['config']), self.cfg)
             if differing:
                 raise ValueError(f'{path} was saved under another config (differs in {", ".join(differing)})')
+        load_checkpoint(self.learner, path)
         book = extra.get('learner_node', {})
         self.hf_total, self.lofi_timeouts = book.get('hf_total', 0), book.get('lofi_timeouts', 0)
         self.nonfinite_updates = book.get('nonfinite_updates', 0)
