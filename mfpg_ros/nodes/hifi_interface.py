@@ -196,8 +196,8 @@ class HifiInterface(Node):
         self.idle_ticks = self.idle_ticks + 1 if self.phase == WAITING else 0
         if self.idle_ticks % 10 == 9:  # every 5 s while nothing happens: say what is missing
             self.get_logger().warning(f'waiting for {self.waiting_for()}: joint_states seen: '
-                                   f'{self.latest_state is not None}, policy version: {self.latest_version}, '
-                                   f'policy_server matched: {self.obs_pub.get_subscription_count() > 0}')
+                                      f'{self.latest_state is not None}, policy version: {self.latest_version}, '
+                                      f'policy_server matched: {self.obs_pub.get_subscription_count() > 0}')
         ready = self.reset_strategy == 'operator' or self.reset_client.service_is_ready()
         # An observation sent before policy_server matched is lost, and the episode would end in a stall abort.
         server = self.obs_pub.get_subscription_count() > 0 and self.action_sub.get_publisher_count() > 0
@@ -261,8 +261,8 @@ class HifiInterface(Node):
         self.pending_state = None
         if self.reset_strategy == 'operator':
             self.get_logger().warning('waiting for the operator: put the robot at its start pose, then call '
-                                   f'`ros2 service call {self.resolve_service_name("confirm_reset")} '
-                                   'std_srvs/srv/Trigger`')
+                                      f'`ros2 service call {self.resolve_service_name("confirm_reset")} '
+                                      'std_srvs/srv/Trigger`')
             return
         self.reset_future = self.reset_client.call_async(Trigger.Request())
         self.reset_future.add_done_callback(self.on_reset_done)

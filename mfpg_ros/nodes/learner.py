@@ -44,6 +44,7 @@ def drop_rows_from(path: Path, iteration: int) -> None:
     """Keep only metrics.csv's rows of iterations before `iteration` (those a resumed learner will not redo)."""
     if not path.is_file():
         return
+
     def kept(row: dict) -> bool:  # a row a crash cut short has no whole iteration number: it goes too
         with contextlib.suppress(TypeError, ValueError):
             return int(row['iteration']) < iteration
@@ -143,7 +144,7 @@ class LearnerNode(Node):
         if timed_out:  # a low-fidelity simulator is missing: carry on HF-only (c = 0) and say so
             self.lofi_timeouts += 1
             self.get_logger().warning(f'low-fidelity data for version {self.learner.version} incomplete after '
-                                   f'{self.lofi_timeout:.0f} s: HF-only update')
+                                      f'{self.lofi_timeout:.0f} s: HF-only update')
             data.paired, data.pool = [], []
         metrics = self.learner.update(data.hifi, data.paired, data.pool)
         if metrics['nonfinite_update']:
