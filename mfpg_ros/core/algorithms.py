@@ -68,9 +68,9 @@ def finite_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> bo
 def undo_if_nonfinite(learner, before: dict, metrics: dict) -> dict:
     """One batch of absurd data (rewards of 1e39 from a glitching sensor pass every finiteness check) can overflow
     the update into NaN weights or coefficient statistics, which could then be neither published nor resumed from,
-    or would spoil every later update. Such an update is undone:
-    the learner's state from before it (weights, optimiser, coefficient, RNGs) comes back, the iteration counts as
-    skipped, and the version still advances, so the run goes on with the previous weights."""
+    or would spoil every later update. Such an update is undone: the learner's state from before it (weights,
+    optimiser, coefficient, RNGs) comes back, the iteration counts as skipped, and the version still advances, so
+    the run goes on with the previous weights."""
     if finite_state(learner.model, learner.optimizer) and all(map(math.isfinite, learner.coef.state())):
         return {**metrics, 'nonfinite_update': 0.0}
     learner.load_state_dict(before)

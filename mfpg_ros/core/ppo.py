@@ -91,8 +91,8 @@ class PPOLearner:
         hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))
         batch, stats = self._batch(hifi, paired, pool, self.coef)
         skip = len(batch.hf) <= self.cfg.estimator.min_aligned_steps
-        # the batch's statistics over defaults
-        metrics = undo_if_nonfinite(self, before, {**(_SKIPPED if skip else self._optimise(batch)), **stats})
+        metrics = {**(_SKIPPED if skip else self._optimise(batch)), **stats}  # the batch's statistics over defaults
+        metrics = undo_if_nonfinite(self, before, metrics)
         if self.cfg.estimator.pairing == 'matched':  # c comes from segment gradients: no surrogate rho, no LF ratios
             for key in _PAPER_PAIRING_ONLY:
                 metrics.pop(key)
