@@ -111,8 +111,7 @@ class Trainer:
         for name in ENGINES:
             engine_arrays, engines[name] = getattr(self, name).get_state()
             arrays.update({f'{name}.{k}': v for k, v in engine_arrays.items()})
-        bookkeeping = {'hf_steps': self.hf_steps, 'recent': list(self.recent),
-                       'returns_running': self.returns.running, 'returns_finished': self.returns.finished}
+        bookkeeping = {'hf_steps': self.hf_steps, 'recent': list(self.recent), **self.returns.state()}
         return save_checkpoint(self.learner, path, arrays=arrays,
                                extra={'config': self.cfg.to_dict(), 'trainer': bookkeeping, 'engines': engines})
 
@@ -129,8 +128,8 @@ class Trainer:
             getattr(self, name).set_state({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)},
                                           extra['engines'][name])
         book = extra['trainer']
-        self.hf_steps, self.returns.running = book['hf_steps'], book['returns_running']
-        self.returns.finished = list(book['returns_finished'])
+        self.hf_steps = book['hf_steps']
+        self.returns.load(book)
         self.recent.clear()
         self.recent.extend(book['recent'])
 

@@ -58,11 +58,11 @@ class SurrogateSum:
         return ((self.x + est.fixed_gradient(params, self.grads)) / self.steps).reshape(1)
 
 
-def finite_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> bool:
-    """Every parameter and every optimiser moment is finite."""
-    tensors = [*model.parameters(), *(t for state in optimizer.state.values() for t in state.values()
-                                       if isinstance(t, torch.Tensor))]
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
+def finite_state(learner) -> bool:
+    """Every parameter, optimiser moment and coefficient statistic of the learner is finite."""
+    tensors = [*learner.model.parameters(), *(t for state in learner.optimizer.state.values()
+                                               for t in state.values() if isinstance(t, torch.Tensor))]
+    return all(bool(torch.isfinite(t).all()) for t in tensors) and all(map(math.isfinite, learner.coef.state()))
 
 
 def undo_if_nonfinite(learner, before: dict, metrics: dict) -> dict:
@@ -71,7 +71,7 @@ def undo_if_nonfinite(learner, before: dict, metrics: dict) -> dict:
     or would spoil every later update. Such an update is undone: the learner's state from before it (weights,
     optimiser, coefficient, RNGs) comes back, the iteration counts as skipped, and the version still advances, so
     the run goes on with the previous weights."""
-    if finite_state(learner.model, learner.optimizer) and all(map(math.isfinite, learner.coef.state())):
+    if finite_state(learner):
         return {**metrics, 'nonfinite_update': 0.0}
     learner.load_state_dict(before)
     return {**metrics, 'skipped': 1.0, 'nonfinite_update': 1.0}

@@ -123,3 +123,10 @@ class EpisodeReturns:
     def take(self) -> list[float]:
         done, self.finished = self.finished, []
         return done
+
+    def state(self) -> dict:
+        """For a checkpoint's JSON: the open episode's return so far and the finished ones not taken yet."""
+        return {'returns_running': self.running, 'returns_finished': list(self.finished)}
+
+    def load(self, state: dict) -> None:
+        self.running, self.finished = state.get('returns_running', 0.0), list(state.get('returns_finished', []))

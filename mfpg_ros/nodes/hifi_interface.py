@@ -53,9 +53,9 @@ def parse_report(values, act_dim: int) -> tuple[int, int, np.ndarray, np.ndarray
         raise ValueError(f'seq {seq} and version {version} must be integers, the version in [-1, 2^31)')
     if version < 0 and seq != SAFE_COMMAND_SEQ:
         raise ValueError(f'an action for seq {seq:.0f} from policy version {version:.0f}')
-    if np.abs(data[2:]).max() > FLOAT32_MAX:
-        raise ValueError('a value beyond float32 (episodes store actions as float32)')
     a = data[2:]
+    if np.abs(a).max() > FLOAT32_MAX:
+        raise ValueError('a value beyond float32 (episodes store actions as float32)')
     return int(seq), int(version), a[:act_dim], a[act_dim:2 * act_dim], a[2 * act_dim:]
 
 

@@ -242,7 +242,7 @@ class LearnerNode(Node):
         book = extra.get('learner_node', {})
         self.hf_total, self.lofi_timeouts = book.get('hf_total', 0), book.get('lofi_timeouts', 0)
         self.nonfinite_updates = book.get('nonfinite_updates', 0)
-        self.returns.running, self.returns.finished = book.get('returns_running', 0.0), book.get('returns_finished', [])
+        self.returns.load(book)
         self.recent.extend(book.get('recent', []))
         self.assembler.version = self.learner.version  # continue from the checkpoint's policy version
         self.get_logger().info(f'resumed from {path} at policy version {self.learner.version}')
@@ -251,8 +251,7 @@ class LearnerNode(Node):
         """Every version is checkpointed (the initial one too); every checkpoint_every-th and the newest are kept."""
         folder = self.run_dir / 'checkpoints'
         book = {'hf_total': self.hf_total, 'lofi_timeouts': self.lofi_timeouts,
-                'nonfinite_updates': self.nonfinite_updates, 'recent': list(self.recent),
-                'returns_running': self.returns.running, 'returns_finished': self.returns.finished}
+                'nonfinite_updates': self.nonfinite_updates, 'recent': list(self.recent), **self.returns.state()}
         save_checkpoint(self.learner, folder / f'learner_{self.learner.version:06d}.safetensors',
                         extra={'config': self.cfg.to_dict(), 'learner_node': book})
         previous = self.learner.version - 1
