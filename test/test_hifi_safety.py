@@ -218,5 +218,5 @@ def test_a_lost_reset_reply_is_given_up_and_the_reset_asked_again(spawn, probe):
     finally:
         release.set()
         executor.shutdown()
+        thread.join(10)  # the released handler's reply goes out before its service is destroyed
         node.destroy_node()
-        thread.join(10)
