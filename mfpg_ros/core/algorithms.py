@@ -17,18 +17,19 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from mfpg_ros.core import estimator as est
+from mfpg_ros.core.adam import Adam
 from mfpg_ros.core.config import AlgoConfig
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.episode import Episode
 from mfpg_ros.core.policy import ActorCritic
 
 
-def seeded_model(cfg: AlgoConfig, contract: Contract, seed: int) -> tuple[ActorCritic, torch.optim.Adam]:
+def seeded_model(cfg: AlgoConfig, contract: Contract, seed: int) -> tuple[ActorCritic, Adam]:
     """The policy/value net initialised from `seed` alone (global torch RNG untouched), and its optimiser."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = ActorCritic(contract.obs_dim, contract.act_dim, cfg.hidden, cfg.log_std_init)
-    return model, torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+    return model, Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
 
 
 @dataclass

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from mfpg_ros.core import estimator as est
+from mfpg_ros.core.adam import Adam
 from mfpg_ros.core.algorithms import Learner
 from mfpg_ros.core.config import AlgoConfig, OffDynamicsConfig
 from mfpg_ros.core.contract import Contract
@@ -130,7 +131,7 @@ class DomainClassifiers(CorrectionModel):
         with torch.random.fork_rng():
             torch.manual_seed(seed + 1000)
             self.sa, self.sas = _mlp([o + u, h, h, 1]), _mlp([2 * o + u, h, h, 1])
-        self.optimizer = torch.optim.Adam([*self.sa.parameters(), *self.sas.parameters()], lr=cfg.lr)
+        self.optimizer = Adam([*self.sa.parameters(), *self.sas.parameters()], lr=cfg.lr)
         self.noise = torch.Generator().manual_seed(seed + 1001)
 
     def _ready(self) -> bool:
@@ -176,7 +177,7 @@ class LatentDynamics(CorrectionModel):
             self.state = nn.Sequential(_mlp([o, h, h, z], act=nn.ELU), _AvgL1Norm())
             self.state_action = _mlp([z + u, h, h, z], act=nn.ELU)
         self.target = copy.deepcopy((self.state, self.state_action))
-        self.optimizer = torch.optim.Adam([*self.state.parameters(), *self.state_action.parameters()], lr=cfg.lr)
+        self.optimizer = Adam([*self.state.parameters(), *self.state_action.parameters()], lr=cfg.lr)
 
     def prediction_error(self, s, a, s2, encoders) -> torch.Tensor:
         state, state_action = encoders
