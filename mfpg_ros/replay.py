@@ -23,10 +23,11 @@ import torch
 
 from mfpg_ros.bagfile import BYTES_TYPE, read_config, read_messages
 from mfpg_ros.core.bookkeeping import IterationAssembler
-from mfpg_ros.core.codec import CodecError, Weights, decode_episodes, decode_weights, load_into
+from mfpg_ros.core.codec import CodecError, Weights, decode_episodes, decode_weights
 from mfpg_ros.core.config import TrainConfig, load_config
 from mfpg_ros.core.episode import LOFI_POOL, Episode
 from mfpg_ros.core.learners import iteration_assembler, make_learner
+from mfpg_ros.core.policy import load_into
 from mfpg_ros.sim.tasks import make_task
 
 WEIGHTS, HIFI_EPISODES, LOFI_EPISODES, SUMMARY = 'policy/weights', 'hifi/episodes', 'lofi/episodes', 'metrics/summary'
@@ -72,7 +73,7 @@ def load_recording(bag: str | Path, contract=None, key: bytes | None = None) -> 
 
 def max_abs_diff(model: torch.nn.Module, weights: Weights) -> float:
     state = model.state_dict()
-    return max(float((state[name].float() - value).abs().max()) for name, value in weights.state.items())
+    return max(float((state[name].float() - torch.from_numpy(v)).abs().max()) for name, v in weights.state.items())
 
 
 def lofi_timed_out(rec: Recording, version: int, assembler: IterationAssembler) -> bool:

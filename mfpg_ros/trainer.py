@@ -17,10 +17,10 @@ import torch
 from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.checkpoint import load_arrays, load_checkpoint, read_extra, save_checkpoint
 from mfpg_ros.core.config import RUN_CONTROL, AlgoConfig, TrainConfig, load_config, resume_conflicts
-from mfpg_ros.core.estimator import branch_copies, replay_horizon
 from mfpg_ros.core.episode import HIFI, LOFI_POOL, Episode
-from mfpg_ros.core.learners import make_learner, needs_paired, needs_pool, uses_branches
-from mfpg_ros.core.policy import NumpyPolicy
+from mfpg_ros.core.learners import make_learner
+from mfpg_ros.core.pairing import branch_copies, needs_paired, needs_pool, replay_horizon, uses_branches
+from mfpg_ros.core.numpy_policy import NumpyPolicy
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
 

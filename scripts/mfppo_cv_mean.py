@@ -24,7 +24,7 @@ import yaml
 from mfpg_ros.core.checkpoint import load_checkpoint
 from mfpg_ros.core.config import PAIRINGS, load_config
 from mfpg_ros.core.episode import HIFI
-from mfpg_ros.core.policy import NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
 from mfpg_ros.core.ppo import PPOLearner
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task

@@ -34,7 +34,7 @@ from mfpg_ros.bench.presets import PRESETS
 from mfpg_ros.bench.suite import run_specs
 from mfpg_ros.core.config import load_config
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
-from mfpg_ros.core.policy import NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
 from mfpg_ros.trainer import Trainer

@@ -225,7 +225,8 @@ def test_scaleout_probe_counts_the_steps_of_single_episodes_and_batches():
     from mfpg_ros.bench.scaleout import segment_info
     from mfpg_ros.core.codec import encode_episode, encode_episodes
     from mfpg_ros.core.episode import LOFI_POOL
-    from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
+    from mfpg_ros.core.numpy_policy import NumpyPolicy
+    from mfpg_ros.core.policy import ActorCritic
     from mfpg_ros.sim.engine import Engine
     from mfpg_ros.sim.tasks import make_task
     task = make_task('cartpole')

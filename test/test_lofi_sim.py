@@ -12,7 +12,7 @@ from std_msgs.msg import UInt8MultiArray
 from mfpg_ros.core.bookkeeping import IterationAssembler
 from mfpg_ros.core.codec import decode_episodes, decode_weights, encode_episode
 from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, LOFI_POOL
-from mfpg_ros.core.policy import NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, LOFI_EPISODES, lofi_episodes_qos
 from mfpg_ros.nodes.lean_executor import LeanExecutor
 from mfpg_ros.nodes.lofi_sim import LofiSim

@@ -6,7 +6,8 @@ import torch
 from mfpg_ros.core.checkpoint import load_arrays, read_extra
 from mfpg_ros.core.config import load_config
 from mfpg_ros.core.episode import LOFI_POOL
-from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
+from mfpg_ros.core.policy import ActorCritic
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
 from mfpg_ros.trainer import Trainer

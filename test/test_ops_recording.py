@@ -9,7 +9,8 @@ from std_msgs.msg import String, UInt8MultiArray
 from mfpg_ros.bagfile import read_config, read_messages
 from mfpg_ros.core.codec import decode_episodes, decode_weights, encode_episode, encode_episodes, encode_weights
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
-from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
+from mfpg_ros.core.policy import ActorCritic
 from mfpg_ros.diagnostics_feed import DiagnosticsFeed
 from mfpg_ros.nodes.bag_recorder import RECORDED, SUMMARY
 from mfpg_ros.nodes.common import EPISODES, HIFI_EPISODES, LOFI_EPISODES, WEIGHTS, WEIGHTS_OUT, bytes_msg, \

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mfpg_ros.core.episode import HIFI, LOFI_PAIRED, LOFI_POOL
-from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
+from mfpg_ros.core.policy import ActorCritic
 from mfpg_ros.sim.engine import Engine, policy_mean
 from mfpg_ros.sim.tasks import make_task
 

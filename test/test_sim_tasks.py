@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mfpg_ros.core.episode import Episode
-from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
+from mfpg_ros.core.policy import ActorCritic
 from mfpg_ros.sim.cartpole import urdf_path
 from mfpg_ros.sim.engine import Engine, Sims
 

@@ -10,7 +10,7 @@ from std_msgs.msg import Float64MultiArray
 
 from mfpg_ros.bench.harness import observation, percentiles, private_graph, publish_latched, weights_msg
 from mfpg_ros.core.codec import decode_weights
-from mfpg_ros.core.policy import NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
 from mfpg_ros.sim.tasks import make_task
 
 

@@ -16,7 +16,8 @@ import torch
 
 from mfpg_ros.core import codec
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
-from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
+from mfpg_ros.core.policy import ActorCritic
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
 

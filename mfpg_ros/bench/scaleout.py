@@ -162,7 +162,8 @@ def bare_worker(task_name: str, envs: int, steps: int, seed: int, conn) -> None:
     """One process running the engine and the batch encoding alone (no ROS), what a lofi_sim worker does per
     version: for each version received, one pool of `envs` x `steps`; sends back its seconds."""
     from mfpg_ros.core.codec import encode_batches
-    from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
+    from mfpg_ros.core.numpy_policy import NumpyPolicy
+    from mfpg_ros.core.policy import ActorCritic
     from mfpg_ros.sim.engine import Engine
     from mfpg_ros.sim.tasks import make_task
 

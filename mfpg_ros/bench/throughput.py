@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from mfpg_ros.core.episode import LOFI_POOL
-from mfpg_ros.core.policy import ActorCritic, NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
+from mfpg_ros.core.policy import ActorCritic
 from mfpg_ros.sim.engine import Engine
 
 from mfpg_ros.sim.tasks import TASK_NAMES, make_task

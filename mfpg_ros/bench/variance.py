@@ -20,7 +20,7 @@ from mfpg_ros.core.algorithms import Learner
 from mfpg_ros.core.checkpoint import load_checkpoint
 from mfpg_ros.core.config import PAIRINGS, AlgoConfig, EstimatorConfig
 from mfpg_ros.core.episode import HIFI
-from mfpg_ros.core.policy import NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
 from mfpg_ros.trainer import lofi_data

@@ -24,13 +24,15 @@ import math
 import re
 import struct
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.episode import FIDELITIES, HIFI, Episode
-from mfpg_ros.core.policy import ActorCritic
+
+if TYPE_CHECKING:  # no torch at run time: the nodes that only act or simulate import this module
+    from mfpg_ros.core.policy import ActorCritic
 
 EPISODE_FORMAT, EPISODE_BATCH_FORMAT, WEIGHTS_FORMAT = 'mfpg_episode', 'mfpg_episode_batch', 'mfpg_weights'
 FORMAT_VERSION = '1'
@@ -627,9 +629,9 @@ def encode_batches(episodes: list[Episode], key: bytes | None = None,
 
 @dataclass
 class Weights:
-    """Decoded policy weights: a state_dict for ActorCritic plus what it was made for."""
+    """Decoded policy weights: an ActorCritic state_dict of float32 numpy arrays plus what it was made for."""
 
-    state: dict[str, torch.Tensor]
+    state: dict[str, np.ndarray]
     version: int
     contract: Contract
     arch: dict
@@ -674,7 +676,7 @@ def encode_weights(model: ActorCritic, *, version: int, contract: Contract, key:
     _check_version(version, 'policy version')
     arch = model.arch()
     _check_arch(arch, contract)
-    state = {k: v.detach().to('cpu', torch.float32).contiguous().numpy() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().float().contiguous().numpy() for k, v in model.state_dict().items()}
     if set(state) != set(_weight_shapes(arch)):
         raise ShapeError(f'model state_dict keys {sorted(state)} do not match arch {arch}')
     _check_state(state, arch)
@@ -718,21 +720,6 @@ def decode_weights(data, *, contract: Contract | None = None, key: bytes | None 
     _check_arch(arch, payload_contract)
     arrays = {name: a for name, (_, a) in tensors.items()}
     _check_state(arrays, arch)
-    return Weights(state={n: torch.from_numpy(_native(a)) for n, a in arrays.items()},
+    return Weights(state={n: _native(a) for n, a in arrays.items()},
                    version=version, contract=payload_contract, arch=arch, sha256=meta['sha256'],
                    extra={k[len(_EXTRA_META):]: v for k, v in meta.items() if k.startswith(_EXTRA_META)})
-
-
-def load_into(model: ActorCritic, weights: Weights) -> ActorCritic:
-    """Copy decoded weights into an existing model of the same architecture."""
-    if model.arch() != weights.arch:
-        raise ShapeError(f'model arch {model.arch()} differs from weights arch {weights.arch}')
-    with torch.no_grad():
-        model.load_state_dict(weights.state, strict=True)
-    return model
-
-
-def build_model(weights: Weights) -> ActorCritic:
-    """A fresh ActorCritic carrying the decoded weights."""
-    arch = weights.arch
-    return load_into(ActorCritic(arch['obs_dim'], arch['act_dim'], tuple(arch['hidden'])), weights)

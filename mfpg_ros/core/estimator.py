@@ -197,24 +197,6 @@ def segment_c(coef: Coefficient, g: torch.Tensor, d: torch.Tensor, alpha: float,
                'var_with_cv': var_with, 'var_ratio': var_with / var_without if var_without > 0 else 1.0}
 
 
-def replay_horizon(segment: Episode, batch_steps: int) -> int:
-    """Steps from an HF segment's start to its batch's end (extras['batch_start']: where in its version's batch of
-    batch_steps HF steps it began): how far it could have run, fixed before any of its noise was drawn, so a
-    replay or branch stopped there shares the segment's truncation but not its fate."""
-    if 'batch_start' not in segment.extras:
-        raise ValueError(f'HF segment {segment.episode_id!r} has no extras["batch_start"]: pairing \'matched\' '
-                         'needs where in its batch it began')
-    start = segment.extras['batch_start']
-    if not (0 <= start < 2 ** 31 and start == int(start)):  # from another process: checked before use
-        raise ValueError(f'HF segment {segment.episode_id!r}: batch_start {start} is not a step count')
-    return max(1, batch_steps - int(start))  # 1 for a segment past the budget (hifi_interface on_budget 'continue')
-
-
-def branch_copies(algo) -> int:
-    """Branches per HF segment under pairing 'matched': the LF pool budget per HF step of an AlgoConfig (>= 1)."""
-    return max(1, algo.pool_envs * algo.pool_steps_per_env // max(1, algo.hf_steps_per_iter))
-
-
 def actor_grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
     """d loss / d params, zeros for parameters the loss does not reach."""
     grads = torch.autograd.grad(loss, params, allow_unused=True)

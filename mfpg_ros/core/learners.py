@@ -7,7 +7,7 @@ from mfpg_ros.core.baselines import OFF_DYNAMICS_LEARNERS
 from mfpg_ros.core.bookkeeping import IterationAssembler
 from mfpg_ros.core.config import PPO_ALGORITHMS, AlgoConfig
 from mfpg_ros.core.contract import Contract
-from mfpg_ros.core.estimator import branch_copies
+from mfpg_ros.core.pairing import branch_copies, needs_paired, needs_pool, uses_branches
 from mfpg_ros.core.ppo import PPOLearner
 
 
@@ -17,22 +17,6 @@ def make_learner(cfg: AlgoConfig, contract: Contract, seed: int = 0) -> Learner 
     if cfg.algorithm in OFF_DYNAMICS_LEARNERS:
         return OFF_DYNAMICS_LEARNERS[cfg.algorithm](cfg, contract, seed)
     return PPOLearner(cfg, contract, seed) if cfg.algorithm in PPO_ALGORITHMS else Learner(cfg, contract, seed)
-
-
-def needs_paired(algorithm: str) -> bool:
-    """Whether the algorithm uses paired LF replays of the HF segments."""
-    return algorithm in ('mf_reinforce', 'mf_ppo')
-
-
-def needs_pool(algorithm: str) -> bool:
-    """Whether the algorithm uses the independent LF pool."""
-    return algorithm not in ('reinforce', 'ppo')
-
-
-def uses_branches(algo: AlgoConfig) -> bool:
-    """Pairing 'matched' on an algorithm with paired replays: each replay runs on to its batch end and LF rollouts
-    branching from each HF segment replace the independent pool (docs/pairing.md)."""
-    return algo.estimator.pairing == 'matched' and needs_paired(algo.algorithm)
 
 
 def iteration_assembler(algo: AlgoConfig) -> IterationAssembler:

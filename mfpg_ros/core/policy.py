@@ -1,11 +1,13 @@
-"""Gaussian MLP policy with a state-independent log-std, a separate value net, and a numpy inference twin."""
+"""Gaussian MLP policy with a state-independent log-std and a separate value net (its numpy inference twin:
+numpy_policy.py), and loading decoded weights into it."""
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
+
+from mfpg_ros.core.codec import ShapeError, Weights
 
 
 def _mlp(sizes: list[int], out_gain: float) -> nn.Sequential:
@@ -55,34 +57,16 @@ class ActorCritic(nn.Module):
         return {'obs_dim': self.obs_dim, 'act_dim': self.act_dim, 'hidden': list(self.hidden)}
 
 
-class NumpyPolicy:
-    """Inference-only copy of the actor in numpy (about 5x cheaper than torch at batch 1; used on hot paths)."""
+def load_into(model: ActorCritic, weights: Weights) -> ActorCritic:
+    """Copy decoded weights into an existing model of the same architecture."""
+    if model.arch() != weights.arch:
+        raise ShapeError(f'model arch {model.arch()} differs from weights arch {weights.arch}')
+    with torch.no_grad():
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.state.items()}, strict=True)
+    return model
 
-    def __init__(self, model: ActorCritic):
-        self._load(model.state_dict())
 
-    @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor]) -> 'NumpyPolicy':
-        """From an ActorCritic state_dict (e.g. decoded weights, whose names and shapes the codec checked),
-        without building the torch model: its initialisation costs several times the load."""
-        policy = cls.__new__(cls)
-        policy._load(state)
-        return policy
-
-    def _load(self, state: dict[str, torch.Tensor]) -> None:
-        layers = sorted({int(name.split('.')[1]) for name in state if name.startswith('pi.')})
-        self.layers = [(state[f'pi.{i}.weight'].double().numpy().T.copy(),
-                        state[f'pi.{i}.bias'].double().numpy().copy()) for i in layers]
-        self.std = state['log_std'].double().exp().numpy().copy()
-
-    def mean(self, obs: np.ndarray) -> np.ndarray:
-        h = np.asarray(obs, dtype=np.float64)
-        for i, (w, b) in enumerate(self.layers):
-            h = h @ w + b
-            if i < len(self.layers) - 1:
-                np.tanh(h, out=h)
-        return h
-
-    def sample(self, obs: np.ndarray, eps: np.ndarray) -> np.ndarray:
-        """a = mu(s) + sigma * eps (reparameterised; the caller records eps)."""
-        return self.mean(obs) + self.std * eps
+def build_model(weights: Weights) -> ActorCritic:
+    """A fresh ActorCritic carrying the decoded weights."""
+    arch = weights.arch
+    return load_into(ActorCritic(arch['obs_dim'], arch['act_dim'], tuple(arch['hidden'])), weights)

@@ -26,7 +26,7 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from mfpg_ros.core.policy import NumpyPolicy
+from mfpg_ros.core.numpy_policy import NumpyPolicy
 from mfpg_ros.core.safety import CommandGate
 from mfpg_ros.nodes.common import ACTION, CONTROL, IDLE, LATCHED, OBSERVATION, QUIET_PUB, QUIET_SUB, \
     SAFE_COMMAND_SEQ, WEIGHTS, Diagnostics, Rejections, newer_weights, run, signing_key, steady_timer
