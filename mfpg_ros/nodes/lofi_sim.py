@@ -17,8 +17,8 @@ from std_msgs.msg import UInt8MultiArray
 
 from mfpg_ros.core.codec import CodecError, decode_episode, encode_batches, encode_episode
 from mfpg_ros.core.episode import LOFI_POOL
-from mfpg_ros.core.pairing import branch_copies, needs_paired, needs_pool, replay_horizon, uses_branches
 from mfpg_ros.core.numpy_policy import NumpyPolicy
+from mfpg_ros.core.pairing import branch_copies, needs_paired, needs_pool, replay_horizon, uses_branches
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, LATCHED, LOFI_EPISODES, QUIET_PUB, QUIET_SUB, \
     WEIGHTS, Diagnostics, Rejections, bytes_msg, lofi_episodes_qos, msg_bytes, newer_weights, run, signing_key
 from mfpg_ros.nodes.params import declare_config
