@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from mfpg_ros.core.config import load_config
-from mfpg_ros.graph import TRAINING_NODES, share_file
+from mfpg_ros.graph import PLANT_NODES, TRAINING_NODES, share_file
 from mfpg_ros.node_process import node_name
 from mfpg_ros.runner import split_assignments
 from mfpg_ros.trainer import Trainer
@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     parser.add_argument('--lofi-workers', type=int, default=1, help='lofi_sim processes in the graph (mfpg train)')
     args = parser.parse_args(argv)
     skip = 2  # start-up and first-iteration effects
-    overrides, _ = split_assignments(args.set, TRAINING_NODES)  # node.param ones go to the graph alone
+    # node.param ones (the twin plant's too) go to the graph alone
+    overrides, _ = split_assignments(args.set, (*TRAINING_NODES, *PLANT_NODES['twin']))
     cfg = load_config(share_file('config', 'train.yaml'), iterations=args.iterations, target_return=None,
                       eval_every=0, **overrides)
 
