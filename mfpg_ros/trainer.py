@@ -19,8 +19,8 @@ from mfpg_ros.core.checkpoint import load_arrays, load_checkpoint, read_extra, s
 from mfpg_ros.core.config import RUN_CONTROL, AlgoConfig, TrainConfig, load_config, resume_conflicts
 from mfpg_ros.core.episode import HIFI, LOFI_POOL, Episode
 from mfpg_ros.core.learners import make_learner
-from mfpg_ros.core.pairing import branch_copies, needs_paired, needs_pool, replay_horizon, uses_branches
 from mfpg_ros.core.numpy_policy import NumpyPolicy
+from mfpg_ros.core.pairing import branch_copies, needs_paired, needs_pool, replay_horizon, uses_branches
 from mfpg_ros.sim.engine import Engine
 from mfpg_ros.sim.tasks import make_task
 

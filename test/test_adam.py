@@ -72,8 +72,14 @@ def test_foreign_state_is_refused_with_the_reason():
     state['param_groups'][0]['amsgrad'] = True
     with pytest.raises(ValueError, match='amsgrad'):
         mine.load_state_dict(state)
+    state = Adam(_net().parameters()).state_dict()
+    state['state'] = {7: state['state'].get(0, {})}
+    with pytest.raises(ValueError, match='parameter 7'):
+        mine.load_state_dict(state)
     with pytest.raises(ValueError, match='no parameters'):
         Adam([])
+    with pytest.raises(ValueError, match='betas'):
+        Adam(_net().parameters(), betas=(0.9, 1.0))
 
 
 def test_a_learner_update_does_not_import_torch_dynamo():

@@ -11,9 +11,9 @@ from mfpg_ros.bench.variance import bias_stats, sample_gradients
 from mfpg_ros.core.algorithms import Learner
 from mfpg_ros.core.config import AlgoConfig, EstimatorConfig, load_config
 from mfpg_ros.core.episode import HIFI, LOFI_POOL
-from mfpg_ros.core.pairing import replay_horizon
 from mfpg_ros.core.learners import make_learner
 from mfpg_ros.core.numpy_policy import NumpyPolicy
+from mfpg_ros.core.pairing import replay_horizon
 from mfpg_ros.core.policy import ActorCritic
 from mfpg_ros.graph import share_file
 from mfpg_ros.sim.engine import Engine

@@ -21,6 +21,8 @@ class Adam:
         self.params = list(params)
         if not self.params:
             raise ValueError('Adam got no parameters')
+        if not (lr >= 0 and eps >= 0 and 0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f'Adam needs lr >= 0, eps >= 0 and betas in [0, 1), got lr={lr}, eps={eps}, betas={betas}')
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
 
@@ -67,6 +69,8 @@ class Adam:
             raise ValueError(f'optimiser state uses {unsupported}, which this Adam does not implement')
         state = {}
         for index, slots in state_dict['state'].items():
+            if not 0 <= int(index) < len(self.params):
+                raise ValueError(f'optimiser state for parameter {index}; this Adam has {len(self.params)}')
             p = self.params[int(index)]
             for name in ('exp_avg', 'exp_avg_sq'):
                 if tuple(slots[name].shape) != tuple(p.shape):
