@@ -16,7 +16,7 @@ import torch
 
 from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.checkpoint import load_arrays, load_checkpoint, read_extra, save_checkpoint
-from mfpg_ros.core.config import RUN_CONTROL, AlgoConfig, TrainConfig, load_config, resume_conflicts
+from mfpg_ros.core.config import RUN_CONTROL, AlgoConfig, TrainConfig, check_resumable, load_config
 from mfpg_ros.core.episode import HIFI, LOFI_POOL, Episode
 from mfpg_ros.core.learners import make_learner
 from mfpg_ros.core.numpy_policy import NumpyPolicy
@@ -118,9 +118,7 @@ class Trainer:
     def restore(self, path: str | Path) -> None:
         """Load a checkpoint of a trainer with the same config (run-control fields such as iterations may differ)."""
         extra = read_extra(path)
-        differing = resume_conflicts(load_config(extra['config']), self.cfg)
-        if differing:
-            raise ValueError(f'{path} was saved under another config (differs in {", ".join(differing)})')
+        check_resumable(extra['config'], self.cfg, path)
         load_checkpoint(self.learner, path)
         arrays = load_arrays(path)
         for name in ENGINES:

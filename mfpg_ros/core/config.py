@@ -174,15 +174,19 @@ class TrainConfig:
 RUN_CONTROL = ('iterations', 'eval_every', 'eval_episodes', 'target_return')  # may change when a run is resumed
 
 
-def resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
-    """The dotted keys, other than RUN_CONTROL, in which a checkpoint's config and the current one differ."""
+def check_resumable(saved: dict, current: TrainConfig, path) -> None:
+    """ValueError naming the dotted keys, other than RUN_CONTROL, in which the config a checkpoint was saved under
+    (its dict) differs from the current one: checked before loading, so a changed network size is named, not met
+    as a tensor mismatch."""
     def flat(d: dict, prefix: str = '') -> dict:
         out = {}
         for key, value in d.items():
             out.update(flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {prefix + key: value})
         return out
-    a, b = flat(saved.to_dict()), flat(current.to_dict())
-    return sorted(k for k in a.keys() | b.keys() if k.split('.')[0] not in RUN_CONTROL and a.get(k) != b.get(k))
+    a, b = flat(load_config(saved).to_dict()), flat(current.to_dict())
+    differing = sorted(k for k in a.keys() | b.keys() if k.split('.')[0] not in RUN_CONTROL and a.get(k) != b.get(k))
+    if differing:
+        raise ValueError(f'{path} was saved under another config (differs in {", ".join(differing)})')
 
 
 def _optional(value):

@@ -19,7 +19,7 @@ from std_msgs.msg import Float64, String, UInt8MultiArray
 from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.checkpoint import load_checkpoint, read_extra, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episodes, encode_weights
-from mfpg_ros.core.config import load_config, resume_conflicts
+from mfpg_ros.core.config import check_resumable
 from mfpg_ros.core.episode import LOFI_POOL
 from mfpg_ros.core.learners import iteration_assembler, make_learner
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LOFI_EPISODES, METRICS, QUIET_PUB, QUIET_SUB, \
@@ -234,10 +234,8 @@ class LearnerNode(Node):
         """The learner's state, and the node's counters and episode returns, as the checkpoint has them; its config
         must be this one (iterations, target_return, eval_* may change)."""
         extra = read_extra(path)
-        if 'config' in extra:  # checked before loading: a changed network size is named, not a tensor mismatch
-            differing = resume_conflicts(load_config(extra['config']), self.cfg)
-            if differing:
-                raise ValueError(f'{path} was saved under another config (differs in {", ".join(differing)})')
+        if 'config' in extra:
+            check_resumable(extra['config'], self.cfg, path)
         load_checkpoint(self.learner, path)
         book = extra.get('learner_node', {})
         self.hf_total, self.lofi_timeouts = book.get('hf_total', 0), book.get('lofi_timeouts', 0)
