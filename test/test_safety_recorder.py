@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mfpg_ros.core.safety import CommandGate
-from mfpg_ros.sim.recorder import JointStateError, SegmentRecorder, joint_vector
+from mfpg_ros.sim.recorder import SAFE_COMMAND_SEQ, JointStateError, SegmentRecorder, joint_vector, parse_report
 from mfpg_ros.sim.tasks import make_task
 
 
@@ -44,8 +44,6 @@ def test_joint_vector_by_name_any_order_extras_ignored_missing_is_clear():
 
 
 def test_policy_server_reports_are_parsed_or_refused_with_the_reason():
-    from mfpg_ros.nodes.common import SAFE_COMMAND_SEQ
-    from mfpg_ros.nodes.hifi_interface import parse_report
     seq, version, action, eps, command = parse_report([7.0, 3.0, 0.5, -1.0, 0.25], act_dim=1)
     assert (seq, version) == (7, 3) and (action, eps, command) == ([0.5], [-1.0], [0.25])
     assert parse_report([SAFE_COMMAND_SEQ, -1.0, 0.0, 0.0, 0.0], 1)[:2] == (SAFE_COMMAND_SEQ, -1)  # before weights

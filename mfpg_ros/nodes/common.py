@@ -26,9 +26,6 @@ LOFI_EPISODES = 'lofi/episodes'
 OBSERVATION = 'hifi/observation'  # Float64MultiArray [seq, obs...]
 IDLE = 'hifi/idle'  # std_msgs/Bool: the HF side is deliberately not stepping (reset, pause between iterations)
 ACTION = 'hifi/action'  # Float64MultiArray [seq, version, sampled action..., eps..., command...]
-# seq of an action report for policy_server's safe command (watchdog, e-stop, idle, deactivation): it answers no
-# observation and moves the plant outside the recorded steps, so hifi_interface aborts an open segment.
-SAFE_COMMAND_SEQ = -1
 METRICS = 'metrics'  # namespace of per-iteration std_msgs/Float64 topics; metrics/summary is JSON
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -20,7 +20,6 @@ import array
 import time
 import uuid
 
-import numpy as np
 from rclpy.clock import ClockChange, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.node import Node
@@ -30,33 +29,13 @@ from std_srvs.srv import Trigger
 
 from mfpg_ros.core.codec import CodecError, decode_weights, encode_episode
 from mfpg_ros.nodes.common import ACTION, CONTROL, EPISODES, HIFI_EPISODES, IDLE, LATCHED, OBSERVATION, QUIET_PUB, \
-    QUIET_SUB, SAFE_COMMAND_SEQ, WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
+    QUIET_SUB, WEIGHTS, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
-from mfpg_ros.sim.recorder import FLOAT32_MAX, JointStateError, SegmentRecorder, joint_vector
+from mfpg_ros.sim.recorder import SAFE_COMMAND_SEQ, JointStateError, SegmentRecorder, joint_vector, parse_report
 from mfpg_ros.sim.tasks import make_task
 
 WAITING, RESETTING, STARTING, OBSERVING, ACTING, PAUSED = 'waiting', 'resetting', 'starting', 'observing', \
     'acting', 'paused'
-
-
-def parse_report(values, act_dim: int) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
-    """policy_server's report [seq, version, action, eps, command] as (seq, version, action, eps, command);
-    ValueError unless it is exactly that, finite, with integer seq and version (a policy version >= 0 unless it
-    reports a safe command) and values an episode can store (float32)."""
-    data = np.asarray(values, dtype=np.float64)
-    if data.shape != (2 + 3 * act_dim,):
-        raise ValueError(f'expected [seq, version, {3 * act_dim} values], got {data.size} values')
-    if not np.isfinite(data).all():
-        raise ValueError('a non-finite value in the report')
-    seq, version = data[:2]
-    if seq != int(seq) or version != int(version) or not -1 <= version < 2 ** 31:
-        raise ValueError(f'seq {seq} and version {version} must be integers, the version in [-1, 2^31)')
-    if version < 0 and seq != SAFE_COMMAND_SEQ:
-        raise ValueError(f'an action for seq {seq:.0f} from policy version {version:.0f}')
-    a = data[2:]
-    if np.abs(a).max() > FLOAT32_MAX:
-        raise ValueError('a value beyond float32 (episodes store actions as float32)')
-    return int(seq), int(version), a[:act_dim], a[act_dim:2 * act_dim], a[2 * act_dim:]
 
 
 class HifiInterface(Node):

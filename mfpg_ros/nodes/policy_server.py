@@ -29,8 +29,9 @@ from std_srvs.srv import Trigger
 from mfpg_ros.core.numpy_policy import NumpyPolicy
 from mfpg_ros.core.safety import CommandGate
 from mfpg_ros.nodes.common import ACTION, CONTROL, IDLE, LATCHED, OBSERVATION, QUIET_PUB, QUIET_SUB, \
-    SAFE_COMMAND_SEQ, WEIGHTS, Diagnostics, Rejections, newer_weights, run, signing_key, steady_timer
+    WEIGHTS, Diagnostics, Rejections, newer_weights, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
+from mfpg_ros.sim.recorder import SAFE_COMMAND_SEQ
 from mfpg_ros.sim.tasks import make_task
 
 

@@ -1,5 +1,6 @@
-"""Robot-side episode assembly (ROS-free): joint states -> observations, rewards, terminations, and HF segments
-carrying their start state s0, the noise eps, and the policy version. hifi_interface is a thin wrapper."""
+"""Robot-side episode assembly (ROS-free): joint states and policy_server's action reports checked, observations,
+rewards, terminations, and HF segments carrying their start state s0, the noise eps, and the policy version.
+hifi_interface is a thin wrapper."""
 from __future__ import annotations
 
 import uuid
@@ -15,6 +16,9 @@ class JointStateError(ValueError):
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# seq of an action report for policy_server's safe command (watchdog, e-stop, idle, deactivation): it answers no
+# observation and moves the plant outside the recorded steps, so hifi_interface aborts an open segment.
+SAFE_COMMAND_SEQ = -1
 
 
 def joint_vector(names, positions, velocities, wanted: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -33,6 +37,26 @@ def joint_vector(names, positions, velocities, wanted: list[str]) -> tuple[np.nd
     if max(np.abs(qpos).max(initial=0), np.abs(qvel).max(initial=0)) > FLOAT32_MAX:
         raise JointStateError('joint_states has values beyond float32 (episodes store observations as float32)')
     return qpos, qvel
+
+
+def parse_report(values, act_dim: int) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
+    """policy_server's report [seq, version, action, eps, command] as (seq, version, action, eps, command);
+    ValueError unless it is exactly that, finite, with integer seq and version (a policy version >= 0 unless it
+    reports a safe command) and values an episode can store (float32)."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.shape != (2 + 3 * act_dim,):
+        raise ValueError(f'expected [seq, version, {3 * act_dim} values], got {data.size} values')
+    if not np.isfinite(data).all():
+        raise ValueError('a non-finite value in the report')
+    seq, version = data[:2]
+    if seq != int(seq) or version != int(version) or not -1 <= version < 2 ** 31:
+        raise ValueError(f'seq {seq} and version {version} must be integers, the version in [-1, 2^31)')
+    if version < 0 and seq != SAFE_COMMAND_SEQ:
+        raise ValueError(f'an action for seq {seq:.0f} from policy version {version:.0f}')
+    a = data[2:]
+    if np.abs(a).max() > FLOAT32_MAX:
+        raise ValueError('a value beyond float32 (episodes store actions as float32)')
+    return int(seq), int(version), a[:act_dim], a[act_dim:2 * act_dim], a[2 * act_dim:]
 
 
 class SegmentRecorder:
