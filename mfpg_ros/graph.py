@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from mfpg_ros.core.config import TrainConfig
+from mfpg_ros.core.config import TrainConfig, load_config
+from mfpg_ros.core.run_folder import check_start
 
 PACKAGE = 'mfpg_ros'
 HARDWARE = ('twin', 'gazebo', 'real')
@@ -108,6 +109,7 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
     unknown = set(node_params) - set(TRAINING_NODES) - set(PLANT_NODES[hardware])
     if unknown:
         raise ValueError(f'node_params for unknown nodes {sorted(unknown)}')
+    check_training(config, training, run_dir, node_params.get('learner', {}).get('resume'))
 
     per_node = {
         'learner': [('learner', {'run_dir': run_dir})],
@@ -131,6 +133,20 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
                               params_files=(config,), overrides={**training, 'bag_path': str(Path(run_dir) / 'bag')},
                               remappings=remappings, required=False))
     return specs
+
+
+def check_training(config: str, training: dict, run_dir: str, resume: str | None) -> TrainConfig:
+    """What the nodes would refuse at start, refused before any of them starts or a file is written: the config's
+    keys and values, the task with its two fidelity variants, and the run folder with the checkpoint to resume."""
+    cfg = load_config(config, **training)
+    from mfpg_ros.sim.tasks import make_task  # MuJoCo: only when a graph is built
+    for key in ('hifi_variant', 'lofi_variant'):
+        try:
+            make_task(cfg.task, getattr(cfg, key))
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f'task {cfg.task!r} with {key} {getattr(cfg, key)!r}: {exc}') from None
+    check_start(run_dir, cfg, resume)
+    return cfg
 
 
 def profile_uses_sim_time(profile: str | os.PathLike) -> bool:
@@ -185,9 +201,17 @@ def config_value(key: str, value):
     fields = config_fields()
     if key not in fields:
         raise ValueError(f'unknown training config key {key!r}; valid: {", ".join(sorted(fields))}')
-    hint = fields[key][1]
+    try:
+        return _typed(key, fields[key][1], value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f'{key}: {value!r} is not a valid value ({exc})') from None
+
+
+def _typed(key: str, hint, value):
     if typing.get_origin(hint) is tuple:
         value = yaml.safe_load(value) if isinstance(value, str) else value
+        if not isinstance(value, (list, tuple)):
+            raise ValueError('expected a list of integers, e.g. [64, 64]')
         return [int(v) for v in value]
     kinds = typing.get_args(hint) or (hint,)
     if isinstance(value, str) and str not in kinds:

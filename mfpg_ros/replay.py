@@ -142,11 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--signing-key-file', help='verify signatures with this key (default: $MFPG_SIGNING_KEY)')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    stored = read_config(args.bag)
-    if args.config is None and stored is None:
-        parser.error('the bag stores no config: pass --config')
-    cfg = load_config(args.config if args.config else stored)
-    rec = load_recording(args.bag, make_task(cfg.task, cfg.lofi_variant).contract, signing_key(args.signing_key_file))
+    if not os.path.isdir(args.bag):
+        parser.error(f'{args.bag} is not a folder (a rosbag2 folder: <run_dir>/bag)')
+    try:
+        stored = read_config(args.bag)
+        if args.config is None and stored is None:
+            parser.error('the bag stores no config: pass --config')
+        cfg = load_config(args.config if args.config else stored)
+        rec = load_recording(args.bag, make_task(cfg.task, cfg.lofi_variant).contract,
+                             signing_key(args.signing_key_file))
+    except (OSError, ValueError, KeyError) as exc:
+        parser.error(f'{args.bag}: cannot read this recording ({type(exc).__name__}: {exc})')
     episodes = sum(len(m) for ms in rec.messages.values() for m in ms)
     print(f'{args.bag}: weights versions {sorted(rec.weights)}, {episodes} episodes, '
           f'{len(rec.summaries)} summaries, {rec.undecodable} undecodable payloads')

@@ -18,6 +18,7 @@ import yaml
 
 from mfpg_ros import graph
 from mfpg_ros.core.config import load_config
+from mfpg_ros.core.run_folder import checkpoint_metadata, latest_checkpoint
 from mfpg_ros.node_process import NodeProcess, stop_all
 
 DISCOVERY_TIMEOUT = 60.0  # node start-up (torch, MuJoCo) on a busy 2-core machine included
@@ -46,7 +47,9 @@ def parse_args(argv):
     p.add_argument('--target-return', type=float,
                    help='stop once the recent HF return reaches this (default: the config; nan: never early)')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                   help='training config value (algo.lr=1e-3) or node parameter (learner.checkpoint_every=10)')
+                   help='training config value (algo.lr=1e-3) or node parameter (learner.checkpoint_every=10); '
+                        'learner.resume=RUN_DIR goes on from that run folder\'s newest checkpoint (give the same '
+                        '--run-dir to continue it there)')
     p.add_argument('--lofi-workers', type=int, default=1, help='number of lofi_sim processes')
     p.add_argument('--no-record', action='store_true', help='do not record the run into <run-dir>/bag (MCAP)')
     p.add_argument('--timeout', type=float, help='stop after this many seconds (exit code 124)')
@@ -136,11 +139,12 @@ class SummaryFeed:
 
     TOPIC = 'metrics/summary'
 
-    def __init__(self, probe, csv_path: Path, on_summary):
+    def __init__(self, probe, csv_path: Path, on_summary, first_iteration: int = 0):
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         self.qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_AVAILABLE,
                               durability=DurabilityPolicy.BEST_AVAILABLE)
         self.probe, self.csv_path, self.on_summary = probe, csv_path, on_summary
+        self.first_iteration = first_iteration  # a resumed run's metrics.csv holds the earlier rows, done ones too
         self.inbox: list | None = None
         self.csv_mtime = None
 
@@ -170,12 +174,15 @@ class SummaryFeed:
             return False
         self.csv_mtime = mtime
         rows = read_metrics_csv(self.csv_path)
-        return bool(rows) and str(rows[-1].get('done')).lower() in ('true', '1', '1.0')
+        return (bool(rows) and str(rows[-1].get('done')).lower() in ('true', '1', '1.0')
+                and _finite(rows[-1].get('iteration')) and rows[-1]['iteration'] >= self.first_iteration)
 
 
 def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_iterations: int | None = None,
-              timeout: float | None = None, stop_timeout: float = 10.0) -> tuple[int, list[dict]]:
-    """Start, supervise and stop the graph. Returns (exit code, the metrics/summary dicts received)."""
+              timeout: float | None = None, stop_timeout: float = 10.0,
+              first_iteration: int = 0) -> tuple[int, list[dict]]:
+    """Start, supervise and stop the graph (first_iteration: the iteration a resumed learner starts at). Returns
+    (exit code, the metrics/summary dicts received)."""
     from mfpg_ros.graph_probe import GraphProbe
 
     start = time.monotonic()
@@ -208,7 +215,7 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
 
     namespace = specs[0].namespace if specs else ''
     probe = GraphProbe('mfpg_runner', namespace, domain_id=int(env.get('ROS_DOMAIN_ID', '0') or 0))
-    feed = SummaryFeed(probe, run_dir / 'metrics.csv', on_summary)
+    feed = SummaryFeed(probe, run_dir / 'metrics.csv', on_summary, first_iteration)
     code = EXIT_FAILED
     try:
         for p in procs:
@@ -236,6 +243,8 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
         grace = time.monotonic() + LEARNER_EXIT_GRACE
         while learner is not None and learner.poll() is None and time.monotonic() < grace:
             probe.spin_once(0.05)
+            feed.poll()  # the last summaries, if metrics.csv said 'done' first
+        feed.poll()
     except (NodeDied, TimeoutError) as exc:  # TimeoutError: discovery failed
         progress.write(f'error: {exc}')
     except Deadline:
@@ -342,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides['target_return'] = args.target_return
         cfg = load_config(config_path, **overrides)
         specs = graph.build_graph(args.hardware, args.namespace, config_path, run_dir, overrides, node_params,
-                                  lofi_workers=args.lofi_workers, record=not args.no_record)
+                                  lofi_workers=args.lofi_workers, record=not args.no_record)  # checks run_dir
+        resume = node_params.get('learner', {}).get('resume')
+        first_iteration = int(checkpoint_metadata(latest_checkpoint(resume))['version']) if resume else 0
     except (ValueError, TypeError, OSError) as exc:
         parser.error(str(exc))
 
@@ -358,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C and SIGTERM stop the graph cleanly (even if started
         signal.signal(sig, signal.default_int_handler)  # in the background, where a shell ignores SIGINT)
-    code, summaries = run_graph(specs, run_dir, env, cfg.iterations, args.timeout)
+    code, summaries = run_graph(specs, run_dir, env, cfg.iterations, args.timeout, first_iteration=first_iteration)
     rows = write_outputs(run_dir, summaries)
     result, recent = final_return(rows), final_return(rows, 'hf_return_recent')
     print(f'run folder: {run_dir}')

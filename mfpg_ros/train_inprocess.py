@@ -5,28 +5,27 @@ import argparse
 import json
 import math
 
-import yaml
-
 from mfpg_ros.core.config import load_config
-from mfpg_ros.graph import share_file
+from mfpg_ros.graph import config_value, share_file
 from mfpg_ros.trainer import Trainer
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """['algo.lr=1e-3', ...] -> {'algo.lr': 0.001} (values parsed as YAML scalars)."""
+    """['algo.lr=1e-3', ...] -> {'algo.lr': 0.001}, typed as TrainConfig declares (ValueError otherwise)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition('=')
         if not sep:
-            raise SystemExit(f'--set expects key=value, got {pair!r}')
-        out[key] = yaml.safe_load(value)
+            raise ValueError(f'--set expects KEY=VALUE, got {pair!r}')
+        out[key] = config_value(key, value)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mfpg train-inprocess', description=__doc__)
     parser.add_argument('--config', default=None, help='training YAML (default: the package config/train.yaml)')
-    parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='overrides, e.g. algo.lr=1e-3')
+    parser.add_argument('--set', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+                        help='config overrides, e.g. --set algo.lr=1e-3 seed=3 (repeatable)')
     parser.add_argument('--json', action='store_true', help='print one JSON line per iteration')
     parser.add_argument('--resume', metavar='CKPT', help='continue from a checkpoint (its config; --iterations may '
                         'raise the total)')
@@ -36,11 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--save-every', type=int, default=10)
     args = parser.parse_args(argv)
     total = {} if args.iterations is None else {'iterations': args.iterations}
-    if args.resume:
-        trainer = Trainer.resume(args.resume, **total)
-    else:
-        cfg = load_config(args.config or share_file("config", "train.yaml"), **parse_overrides(args.set), **total)
-        trainer = Trainer(cfg)
+    try:
+        if args.resume:
+            trainer = Trainer.resume(args.resume, **total)
+        else:
+            cfg = load_config(args.config or share_file('config', 'train.yaml'), **parse_overrides(args.set), **total)
+            trainer = Trainer(cfg)
+    except (ValueError, TypeError, OSError) as exc:
+        parser.error(str(exc))
 
     def show(m: dict) -> None:
         if args.json:

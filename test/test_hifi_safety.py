@@ -11,7 +11,7 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
+from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.executors import SingleThreadedExecutor
 from ros_helpers import EFFORT, TASK, TWIN, check_watchdog_reaction, node_args, weights_msg
 from std_msgs.msg import Bool, Float64MultiArray, String, UInt8MultiArray
@@ -79,9 +79,12 @@ def test_adversarial_policy_output_is_clamped_and_slew_limited(server):
 
 @pytest.mark.parametrize('server', [{'autostart': False}], indirect=True)
 def test_inactive_policy_server_never_commands(server):
+    """autostart false (the real-robot profile): configured at start, so the e-stop works, but never commanding
+    until activated by hand."""
     change = 'policy_server/change_state'
-    assert service(server.probe, ChangeState, change, ChangeState.Request(
-        transition=Transition(id=Transition.TRANSITION_CONFIGURE))).success
+    state = service(server.probe, GetState, 'policy_server/get_state', GetState.Request())  # configured in __init__
+    assert state.current_state.label == 'inactive'
+    assert service(server.probe, Trigger, 'estop_reset', Trigger.Request()).message == 'e-stop was not engaged'
     server.ready().publish('policy/weights', weights_msg(0))
     for _ in range(3):  # configured but inactive: observations are answered by nothing
         assert server.step(expect_action=False) is None

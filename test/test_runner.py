@@ -144,7 +144,7 @@ def test_rcl_parses_the_argv_into_typed_parameters(tmp_path):
     assert params['algo.lr'] == 1.0 and isinstance(params['algo.lr'], float)
     assert params['seed'] == 4 and params['task'] == 'cartpole'
     assert math.isnan(params['target_return']) and params['lofi_variant'] == ''
-    assert list(params['joint_names']) == ['cart_slider', 'pole_hinge']
+    assert 'joint_names' not in params  # the twin publishes the task's own joint names
     assert params['command_topic'] == 'effort_controller/commands' and params['reset_service'] == 'reset'
     assert params['on_budget'] == 'pause' and 'mode' not in params  # /**/twin_plant does not leak
     name, params = _parsed_by_rcl(by_name['twin_plant'])
@@ -152,7 +152,7 @@ def test_rcl_parses_the_argv_into_typed_parameters(tmp_path):
     _, params = _parsed_by_rcl(by_name['learner'])
     assert params['run_dir'] == str(tmp_path.resolve()) and 'joint_names' not in params
     _, real = _parsed_by_rcl(graph.build_graph('real', run_dir=tmp_path)[3])
-    assert real['on_budget'] == 'continue'
+    assert real['on_budget'] == 'continue' and list(real['joint_names']) == ['cart_slider', 'pole_hinge']
 
 
 def test_node_parameters_beat_the_profiles_node_sections(tmp_path):
@@ -346,3 +346,52 @@ def test_mfpg_train_end_to_end_on_the_twin(ros_env, tmp_path):
     assert [e.step for e in scalars] == [int(r['iteration']) + 1 for r in rows] == [1, 2, 3]
     for event, row in zip(scalars, rows):
         assert event.value == pytest.approx(row['hf_return'], rel=1e-6, nan_ok=True)  # stored as float32
+    assert 'iteration 2:' in result.stdout  # the last iteration is shown too, not only written to metrics.csv
+
+    # The folder holds a run now: a new run is refused before anything in it is touched ...
+    config_before = (run_dir / 'config.yaml').read_text()
+    again = subprocess.run([*cmd, '--set', 'algo.lr=0.01'], env=ros_env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and 'holds a run already' in again.stderr and 'learner.resume' in again.stderr
+    assert (run_dir / 'config.yaml').read_text() == config_before
+    # ... and resuming it there goes on to the new total, although metrics.csv ends in the first run's 'done' row
+    resumed = subprocess.run([*cmd, '--iterations', '5', '--set', f'learner.resume={run_dir}'],  # the last wins
+                             env=ros_env, capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, f'{resumed.stdout}\n{resumed.stderr}'
+    assert 'iteration 4:' in resumed.stdout and 'iteration 2:' not in resumed.stdout
+    assert [int(r['iteration']) for r in runner.read_metrics_csv(run_dir / 'metrics.csv')] == [0, 1, 2, 3, 4]
+
+
+def test_the_graph_refuses_up_front_what_its_nodes_would_refuse(tmp_path):
+    run = tmp_path / 'run'
+    with pytest.raises(ValueError, match="unknown task 'Nope'"):
+        graph.build_graph('twin', run_dir=run, overrides={'task': 'Nope'})
+    with pytest.raises(ValueError, match="hifi_variant 'cartpole_twin'.*unknown name 'cart_slider'"):
+        graph.build_graph('twin', run_dir=run, overrides={'task': 'InvertedPendulum-v5'})  # cart-pole twin default
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        graph.build_graph('twin', run_dir=run, node_params={'learner': {'resume': str(tmp_path / 'nope')}})
+    with pytest.raises(ValueError, match=r'algo.hidden.*a list of integers'):
+        graph.config_value('algo.hidden', '64')
+    with pytest.raises(ValueError, match="algo.lr: 'abc'"):
+        graph.config_value('algo.lr', 'abc')
+    assert not run.exists()
+
+
+def test_train_inprocess_takes_every_set_and_refuses_bad_ones(tmp_path, capsys):
+    from mfpg_ros import train_inprocess
+    from mfpg_ros.core.checkpoint import read_extra
+    ckpt = tmp_path / 'c.safetensors'
+    assert train_inprocess.main(['--set', 'algo.pool_steps_per_env=20', '--set', 'seed=7', 'algo.lr=0.01',
+                                 '--iterations', '1', '--save', str(ckpt)]) == 0
+    saved = read_extra(ckpt)['config']
+    assert (saved['seed'], saved['algo']['lr'], saved['algo']['pool_steps_per_env']) == (7, 0.01, 20)
+    for bad, said in ((['--set', 'algo.lr=abc'], "algo.lr: 'abc'"), (['--set', 'algo.nope=1'], 'algo.nope'),
+                      (['--resume', str(tmp_path / 'none.safetensors')], 'none.safetensors')):
+        with pytest.raises(SystemExit) as exit_info:
+            train_inprocess.main(bad)
+        assert exit_info.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_cli_help_lists_the_benchmarks(capsys):
+    from mfpg_ros import cli
+    assert cli.main(['bench', '--help']) == 0
+    assert 'graph' in capsys.readouterr().out

@@ -16,9 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from mfpg_ros.core.algorithms import Learner
+from mfpg_ros.core.run_folder import FORMAT, FORMAT_VERSION, checkpoint_metadata
 
-FORMAT = 'mfpg_checkpoint'
-FORMAT_VERSION = '1'
 ARRAY_PREFIX = 'array.'
 
 
@@ -55,17 +54,14 @@ def save_checkpoint(learner: Learner, path: str | Path, extra: dict | None = Non
 
 
 def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    meta = checkpoint_metadata(path)
     with safe_open(str(path), framework='pt') as f:
-        meta = f.metadata() or {}
-        if meta.get('format') != FORMAT or meta.get('format_version') != FORMAT_VERSION:
-            raise ValueError(f'{path}: not an {FORMAT} v{FORMAT_VERSION} file (metadata {meta.get("format")!r} '
-                             f'v{meta.get("format_version")!r})')
         return {k: f.get_tensor(k) for k in f.keys()}, meta
 
 
 def read_extra(path: str | Path) -> dict:
     """The `extra` dict of a checkpoint, without touching a learner."""
-    return json.loads(_read(path)[1]['extra'])
+    return json.loads(checkpoint_metadata(path)['extra'])
 
 
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:

@@ -44,6 +44,9 @@ class HifiInterface(Node):
         cfg = declare_config(self)
         self.task = make_task(cfg.task)
         self.joint_names = list(self.declare_parameter('joint_names', list(self.task.joint_names)).value)
+        if len(self.joint_names) != len(self.task.joint_names):
+            raise ValueError(f'joint_names {self.joint_names}: task {cfg.task} has {len(self.task.joint_names)} joints '
+                             f'{self.task.joint_names}; give the robot\'s name of each, in that order')
         states_topic = self.declare_parameter('joint_states_topic', 'joint_states').value
         reset_service = self.declare_parameter('reset_service', 'reset').value
         self.reset_strategy = self.declare_parameter('reset_strategy', 'service').value

@@ -17,27 +17,16 @@ from rclpy.node import Node
 from std_msgs.msg import Float64, String, UInt8MultiArray
 
 from mfpg_ros.core.bookkeeping import EpisodeReturns
-from mfpg_ros.core.checkpoint import load_checkpoint, read_extra, save_checkpoint
+from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episodes, encode_weights
-from mfpg_ros.core.config import check_resumable
 from mfpg_ros.core.episode import LOFI_POOL
 from mfpg_ros.core.learners import iteration_assembler, make_learner
+from mfpg_ros.core.run_folder import check_start
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LOFI_EPISODES, METRICS, QUIET_PUB, QUIET_SUB, \
     WEIGHTS, WEIGHTS_OUT, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 from mfpg_ros.tensorboard_log import TensorBoardLog
-
-
-def latest_checkpoint(path: str) -> Path:
-    """`path` itself if it is a file, else the newest learner checkpoint in <path>/checkpoints."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    found = sorted((path / 'checkpoints').glob('learner_*.safetensors'))
-    if not found:
-        raise FileNotFoundError(f'no learner checkpoint in {path / "checkpoints"}')
-    return found[-1]
 
 
 def drop_rows_from(path: Path, iteration: int) -> None:
@@ -88,13 +77,12 @@ class LearnerNode(Node):
         self.hf_total = self.lofi_timeouts = self.nonfinite_updates = 0
         self.hf_complete_since: float | None = None
         self.iteration_started = time.perf_counter()
-        if resume:
-            self.resume_from(latest_checkpoint(resume))
-        if self.run_dir:
-            self.check_run_dir(self.learner.version if resume else None)
-        if self.learner.version >= cfg.iterations:
-            raise ValueError(f'policy version {self.learner.version} has reached iterations={cfg.iterations}: nothing '
-                             'to train (resume with a larger iterations:= to go on)')
+        resume_path = check_start(self.run_dir, cfg, resume)
+        if resume_path is not None:
+            self.resume_from(resume_path)
+        if self.run_dir:  # a checkpoint write a crash cut short
+            for tmp in (self.run_dir / 'checkpoints').glob('.tmp-*'):
+                tmp.unlink(missing_ok=True)
         self.done = False
         self.csv_fields: list[str] | None = None
         self.rejections = Rejections(self)
@@ -215,28 +203,10 @@ class LearnerNode(Node):
             writer.writerow(metrics)
         self.tensorboard.log(self.learner.version, metrics)
 
-    def check_run_dir(self, resumed: int | None) -> None:
-        """A run folder holds one run: a new learner refuses one with checkpoints, a resumed one refuses checkpoints
-        newer than its own (they would mix two histories), then clears a checkpoint write a crash cut short."""
-        folder = self.run_dir / 'checkpoints'
-        versions = [int(f.stem.split('_')[1]) for f in folder.glob('learner_*.safetensors')]
-        if resumed is None and versions:
-            raise ValueError(f'{self.run_dir} holds a run already: resume:={self.run_dir} continues it, a new run '
-                             'needs a new run_dir')
-        newer = sorted(v for v in versions if resumed is not None and v > resumed)
-        if newer:
-            raise ValueError(f'{folder} has checkpoints newer than version {resumed} (versions {newer}): resume the '
-                             'newest, or resume into a new run_dir')
-        for tmp in folder.glob('.tmp-*'):
-            tmp.unlink(missing_ok=True)
-
     def resume_from(self, path: Path) -> None:
-        """The learner's state, and the node's counters and episode returns, as the checkpoint has them; its config
-        must be this one (iterations, target_return, eval_* may change)."""
-        extra = read_extra(path)
-        if 'config' in extra:
-            check_resumable(extra['config'], self.cfg, path)
-        load_checkpoint(self.learner, path)
+        """The learner's state, and the node's counters and episode returns, as the checkpoint (checked by check_start)
+        has them."""
+        extra = load_checkpoint(self.learner, path)
         book = extra.get('learner_node', {})
         self.hf_total, self.lofi_timeouts = book.get('hf_total', 0), book.get('lofi_timeouts', 0)
         self.nonfinite_updates = book.get('nonfinite_updates', 0)

@@ -50,8 +50,10 @@ class PolicyServer(LifecycleNode):
         self.last_obs_time = None
         self.actions = self.watchdog_trips = 0
         Diagnostics(self, self.diagnostics, level=self.health, rejections=self.rejections)
+        self.create_subscription(Bool, 'estop', self.on_estop, CONTROL)  # in every lifecycle state
+        self.create_service(Trigger, 'estop_reset', self.on_estop_reset)
+        self.trigger_configure()  # configured, a lifecycle node commands nothing until it is activated
         if self.params['autostart']:
-            self.trigger_configure()
             self.trigger_activate()
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
@@ -68,9 +70,7 @@ class PolicyServer(LifecycleNode):
         self.action_pub = self.create_lifecycle_publisher(Float64MultiArray, ACTION, CONTROL, **QUIET_PUB)
         self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED, **QUIET_SUB)
         self.create_subscription(Float64MultiArray, OBSERVATION, self.on_observation, CONTROL, **QUIET_SUB)
-        self.create_subscription(Bool, 'estop', self.on_estop, CONTROL)
         self.create_subscription(Bool, IDLE, self.on_idle, CONTROL, **QUIET_SUB)  # volatile: any publisher
-        self.create_service(Trigger, 'estop_reset', self.on_estop_reset)
         self.watchdog_timer = steady_timer(self, p['watchdog_timeout_s'], self.watchdog)  # see watchdog()
         self.get_logger().info(f'{self.cfg.task}: commands on {self.resolve_topic_name(p["command_topic"])}, '
                                f'watchdog {p["watchdog_timeout_s"] * 1e3:.0f} ms -> {p["safe_command"]}'
