@@ -21,12 +21,14 @@ from mfpg_ros import graph
 WORLD = 'empty'
 
 
-def gazebo_description() -> str:
-    """urdf/cartpole.urdf with the Gazebo hardware plugin and the gz_ros2_control system plugin."""
+def gazebo_description(namespace: str | None = None) -> str:
+    """urdf/cartpole.urdf with the Gazebo hardware plugin and the gz_ros2_control system plugin (its controller
+    manager in `namespace`, beside the graph's nodes)."""
     urdf = open(graph.share_file('urdf', 'cartpole.urdf')).read()
     urdf = urdf.replace('mock_components/GenericSystem', 'gz_ros2_control/GazeboSimSystem')
+    ros = f'<ros><namespace>/{namespace}</namespace></ros>' if namespace else ''
     plugin = ('<gazebo><plugin filename="gz_ros2_control-system" name="gz_ros2_control::GazeboSimROS2ControlPlugin">'
-              f'<parameters>{graph.share_file("config", "controllers.yaml")}</parameters></plugin></gazebo>')
+              f'<parameters>{graph.share_file("config", "controllers.yaml")}</parameters>{ros}</plugin></gazebo>')
     return urdf.replace('</robot>', f'{plugin}\n</robot>')
 
 
@@ -41,7 +43,7 @@ def robot_side(context):
     return [
         gz,
         Node(package='robot_state_publisher', executable='robot_state_publisher', namespace=namespace,
-             parameters=[{'robot_description': gazebo_description(), **sim_time}], remappings=clock),
+             parameters=[{'robot_description': gazebo_description(namespace), **sim_time}], remappings=clock),
         Node(package='ros_gz_sim', executable='create', namespace=namespace,
              arguments=['-topic', 'robot_description', '-name', 'cartpole']),
         Node(package='ros_gz_bridge', executable='parameter_bridge',

@@ -5,7 +5,6 @@ so `ros2 launch` and `mfpg train` always start the same graph. ROS-free (no rclp
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from mfpg_ros.core.config import TrainConfig, load_config
+from mfpg_ros.core.config import TrainConfig, config_fields, load_config
 from mfpg_ros.core.run_folder import check_start
 
 PACKAGE = 'mfpg_ros'
@@ -30,6 +29,9 @@ PROFILE_NODES = ('policy_server', 'hifi_interface', 'twin_plant')  # they read c
 # waits for a command) are on the steady clock. Not bag_recorder: its receive times must stay monotonic for replay
 # although Gazebo's world reset rewinds sim time.
 SIM_TIME_NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant')
+# What a node logs for a parameter it was given but does not declare (ROS ignores those silently); `mfpg train`
+# shows these lines from the node logs.
+UNKNOWN_PARAMETER = 'is not a parameter of this node (ignored)'
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ def check_training(config: str, training: dict, run_dir: str, resume: str | None
         try:
             make_task(cfg.task, getattr(cfg, key))
         except (ValueError, KeyError) as exc:
-            raise ValueError(f'task {cfg.task!r} with {key} {getattr(cfg, key)!r}: {exc}') from None
+            raise ValueError(f'task {cfg.task!r} with {key} {getattr(cfg, key)!r}: {exc} (a variant must fit the task; '
+                             f"'' is the nominal model)") from None
     check_start(run_dir, cfg, resume)
     return cfg
 
@@ -182,18 +185,6 @@ def default_run_dir() -> str:
 
 
 # --- typed parameter values ----------------------------------------------------------------------------------------
-def config_fields(cls=TrainConfig, prefix: str = '') -> dict[str, tuple[object, object]]:
-    """Every TrainConfig leaf by dotted name: (default, type hint)."""
-    hints, out = typing.get_type_hints(cls), {}
-    for f in dataclasses.fields(cls):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            out.update(config_fields(type(default), f'{prefix}{f.name}.'))
-        else:
-            out[f'{prefix}{f.name}'] = (default, hints[f.name])
-    return out
-
-
 def config_value(key: str, value):
     """`value` (typed, or a command-line string) as the ROS parameter type TrainConfig's `key` declares.
 

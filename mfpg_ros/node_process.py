@@ -58,12 +58,18 @@ class NodeProcess:
             self._signal(signal.SIGKILL)
             return self.proc.wait()
 
-    def log_tail(self, lines: int = 25) -> str:
+    def _log(self) -> list[str]:
         try:
-            text = self.log_path.read_text(errors='replace').splitlines()
+            return self.log_path.read_text(errors='replace').splitlines()
         except OSError:
-            return ''
-        return '\n'.join(text[-lines:])
+            return []
+
+    def log_lines(self, containing: str) -> list[str]:
+        """The lines of the log that contain `containing`, from the text on after the logger's [node] prefix."""
+        return [line[line.find(']: ') + 3:] if ']: ' in line else line for line in self._log() if containing in line]
+
+    def log_tail(self, lines: int = 25) -> str:
+        return '\n'.join(self._log()[-lines:])
 
 
 def stop_all(processes: list[NodeProcess], timeout: float = 10.0) -> dict[str, int]:

@@ -197,9 +197,13 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
     def on_summary(summary: dict) -> None:
         if 'unparsable' in summary:
             progress.write(f"warning: unparsable metrics/summary: {summary['unparsable']!r}")
-        else:
-            summaries.append(summary)
-            progress.update(summary)
+            return
+        if not summaries:  # every node has started by now: show what they ignored
+            for p in procs:
+                for line in p.log_lines(graph.UNKNOWN_PARAMETER):
+                    progress.write(f'warning: {p.name}: {line}')
+        summaries.append(summary)
+        progress.update(summary)
 
     def check() -> None:
         for p in procs:

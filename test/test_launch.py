@@ -89,6 +89,15 @@ def test_launch_builds_the_graph_of_graph_py(hardware, tmp_path):
 
 @needs_launch
 def test_launch_resume_reaches_the_learner_only(tmp_path):
+    from mfpg_ros.core.checkpoint import save_checkpoint
+    from mfpg_ros.core.config import load_config
+    from mfpg_ros.core.learners import make_learner
+    from mfpg_ros.sim.tasks import make_task
+    cfg = load_config(graph.share_file('config', 'train.yaml'))
+    learner = make_learner(cfg.algo, make_task(cfg.task).contract, seed=0)
+    save_checkpoint(learner, tmp_path / 'checkpoints' / 'learner_000000.safetensors', extra={'config': cfg.to_dict()})
+    with pytest.raises(FileNotFoundError, match='does not exist'):  # refused before any node starts
+        _node_actions({'hardware': 'twin', 'run_dir': str(tmp_path), 'resume': str(tmp_path / 'nope')})
     nodes = _node_actions({'hardware': 'twin', 'run_dir': str(tmp_path), 'resume': str(tmp_path)})
     def names(node):  # the parameter names a Node action sets (launch_ros keeps them as text substitutions)
         return {''.join(t.text for t in key) for p in node._Node__parameters if isinstance(p, dict) for key in p}
@@ -143,6 +152,9 @@ def test_gazebo_launch_builds_the_robot_side():
     urdf = ET.fromstring(module.gazebo_description())
     assert urdf.find('ros2_control/hardware/plugin').text == 'gz_ros2_control/GazeboSimSystem'
     assert urdf.find('gazebo/plugin/parameters').text.endswith('controllers.yaml')
+    assert urdf.find('gazebo/plugin/ros') is None  # root namespace
+    namespaced = ET.fromstring(module.gazebo_description('robot1'))  # the controller manager beside the graph
+    assert namespaced.find('gazebo/plugin/ros/namespace').text == '/robot1'
     context = launch.LaunchContext()
     context.launch_configurations.update({'namespace': 'robot1', 'headless': 'true'})
     actions = module.robot_side(context)

@@ -395,3 +395,21 @@ def test_cli_help_lists_the_benchmarks(capsys):
     from mfpg_ros import cli
     assert cli.main(['bench', '--help']) == 0
     assert 'graph' in capsys.readouterr().out
+
+
+def test_a_node_names_the_parameters_it_ignores(ros_domain):
+    from rclpy.parameter import Parameter
+    from mfpg_ros.nodes.common import warn_unknown_parameters
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain)
+    try:
+        given = [Parameter('watchdog_timeout_s', value=0.2), Parameter('watchdog_timout_s', value=0.2),
+                 Parameter('algo.lr', value=0.1), Parameter('algo.lrr', value=0.1),
+                 Parameter('joint_names', value=['a'])]
+        node = rclpy.create_node('policy_server', context=context, parameter_overrides=given)
+        node.declare_parameter('watchdog_timeout_s', 0.1)
+        # training keys and the profile's shared keys reach every node; only names nobody declares are misspelt
+        assert warn_unknown_parameters(node) == ['algo.lrr', 'watchdog_timout_s']
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

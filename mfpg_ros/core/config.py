@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,7 +159,7 @@ class TrainConfig:
     iterations: int = 300
     eval_every: int = 20  # iterations between deterministic evaluations on the HF plant
     eval_episodes: int = 10
-    target_return: float | None = None  # stop once the evaluation return reaches this
+    target_return: float | None = None  # stop once the mean of the last 10 HF episode returns reaches this
     algo: AlgoConfig = field(default_factory=AlgoConfig)
 
     def __post_init__(self):
@@ -220,3 +221,15 @@ def load_config(source: str | Path | dict | None = None, **overrides) -> TrainCo
             node = node.setdefault(key, {})
         node[leaf] = value
     return _build(TrainConfig, values, 'top-level')
+
+
+def config_fields(cls=TrainConfig, prefix: str = '') -> dict[str, tuple[object, object]]:
+    """Every TrainConfig leaf by dotted name: (default, type hint)."""
+    hints, out = typing.get_type_hints(cls), {}
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            out.update(config_fields(type(default), f'{prefix}{f.name}.'))
+        else:
+            out[f'{prefix}{f.name}'] = (default, hints[f.name])
+    return out

@@ -17,6 +17,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from std_msgs.msg import UInt8MultiArray
 
 from mfpg_ros.core.codec import CodecError, decode_weights
+from mfpg_ros.core.config import config_fields
+from mfpg_ros.graph import UNKNOWN_PARAMETER
 from mfpg_ros.nodes.lean_executor import LeanExecutor
 
 # Every name is relative, so a namespace runs a second robot beside the first.
@@ -146,6 +148,22 @@ def signing_key(node: Node) -> bytes | None:
     return env.encode() if env else None
 
 
+# Parameters a params file may give every node of the graph although only some declare them: the training config
+# (from config/train.yaml), the hardware profile's '/**' section, and the signing key.
+SHARED_PARAMETERS = {*config_fields(), 'use_sim_time', 'joint_names', 'command_topic',
+                     'joint_states_topic', 'reset_service', 'signing_key_file'}
+
+
+def warn_unknown_parameters(node: Node) -> list[str]:
+    """Log each parameter given to `node` (params files, -p) that it does not declare: ROS ignores such a
+    parameter silently, so a misspelt name would otherwise go unnoticed."""
+    given = getattr(node, '_parameter_overrides', {})  # rclpy keeps the given values privately
+    unknown = sorted(n for n in given if n not in SHARED_PARAMETERS and not node.has_parameter(n))
+    for name in unknown:
+        node.get_logger().warning(f"'{name}' {UNKNOWN_PARAMETER}")
+    return unknown
+
+
 def run(node_factory: Callable[[], Node], args=None, executor_class: type[Executor] = LeanExecutor) -> None:
     """Standard node main: init, spin until Ctrl-C or shutdown, clean up. A node with async callbacks needs
     rclpy's own executor (executor_class=SingleThreadedExecutor); MFPG_EXECUTOR=rclpy selects it for every node."""
@@ -155,6 +173,7 @@ def run(node_factory: Callable[[], Node], args=None, executor_class: type[Execut
     node = None
     try:
         node = node_factory()
+        warn_unknown_parameters(node)
         executor = executor_class()
         executor.add_node(node)
         executor.spin()

@@ -2,28 +2,16 @@
 so `--params-file config/train.yaml` and `-p algo.lr:=1e-3` work, and the in-process trainer reads the same file."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import typing
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
-from mfpg_ros.core.config import TrainConfig, load_config
+from mfpg_ros.core.config import TrainConfig, config_fields, load_config
 
 # ROS parameters cannot be None: optional strings use '' and optional floats NaN.
 _NONE = {str: '', float: math.nan}
-
-
-def _leaves(cls, prefix=''):
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            yield from _leaves(type(default), f'{prefix}{f.name}.')
-            continue
-        hint = hints[f.name]
-        yield f'{prefix}{f.name}', default, hint
 
 
 def _ros_default(default, hint):
@@ -39,7 +27,7 @@ def _ros_default(default, hint):
 def declare_config(node: Node) -> TrainConfig:
     """Declare every TrainConfig field on `node` and build the config from the parameter values."""
     values: dict = {}
-    for name, default, hint in _leaves(TrainConfig):
+    for name, (default, hint) in config_fields().items():
         value = node.declare_parameter(name, _ros_default(default, hint),
                                        ParameterDescriptor(description=f'TrainConfig.{name}')).value
         node_dict = values
