@@ -22,6 +22,7 @@ from mfpg_ros.core.run_folder import checkpoint_metadata, latest_checkpoint
 from mfpg_ros.node_process import NodeProcess, stop_all
 
 DISCOVERY_TIMEOUT = 60.0  # node start-up (torch, MuJoCo) on a busy 2-core machine included
+STALL_REPORT_EVERY = 30.0  # s without a finished iteration before the nodes' own account of it is shown
 LEARNER_EXIT_GRACE = 10.0  # a done learner's last acks (<= 2 s each) and file closing, before the graph is stopped
 EXIT_DONE, EXIT_FAILED, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 124, 130
 
@@ -178,6 +179,38 @@ class SummaryFeed:
                 and _finite(rows[-1].get('iteration')) and rows[-1]['iteration'] >= self.first_iteration)
 
 
+class StallReport:
+    """What the graph's nodes say on /diagnostics, shown when no iteration has finished for `every` seconds (a robot
+    waiting for its operator, a mis-wired topic): each node's status message, what it waits for, what it rejects."""
+
+    def __init__(self, probe, namespace: str, every: float = STALL_REPORT_EVERY):
+        from diagnostic_msgs.msg import DiagnosticArray
+        self.inbox = probe.subscribe('/diagnostics', DiagnosticArray)
+        self.namespace = f'/{namespace}' if namespace else '/'  # the nodes' hardware_id
+        self.every, self.since, self.latest = every, time.monotonic(), {}
+
+    def progress(self) -> None:
+        self.since = time.monotonic()
+
+    def lines(self) -> list[str]:
+        """The report, once every `every` seconds without progress; else nothing."""
+        while self.inbox:
+            for status in self.inbox.pop(0).status:
+                if status.hardware_id == self.namespace:
+                    self.latest[status.name.rsplit('/', 1)[-1]] = status
+        if time.monotonic() - self.since < self.every:
+            return []
+        self.progress()
+        lines = []
+        for node, status in sorted(self.latest.items()):
+            values = {kv.key: kv.value for kv in status.values}
+            said = [status.message] if status.message not in ('', 'ok') else []
+            said += [f"waiting for {values['waiting_for']}"] if values.get('waiting_for') else []
+            said += [f'{key} {n}' for key, n in values.items() if key.startswith('rejected ') and n != '0']
+            lines += [f'  {node}: ' + '; '.join(said)] if said else []
+        return [f'no iteration finished for {self.every:.0f} s; the nodes say:', *lines] if lines else []
+
+
 def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_iterations: int | None = None,
               timeout: float | None = None, stop_timeout: float = 10.0,
               first_iteration: int = 0) -> tuple[int, list[dict]]:
@@ -204,6 +237,7 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
                     progress.write(f'warning: {p.name}: {line}')
         summaries.append(summary)
         progress.update(summary)
+        stall.progress()
 
     def check() -> None:
         for p in procs:
@@ -220,6 +254,7 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
     namespace = specs[0].namespace if specs else ''
     probe = GraphProbe('mfpg_runner', namespace, domain_id=int(env.get('ROS_DOMAIN_ID', '0') or 0))
     feed = SummaryFeed(probe, run_dir / 'metrics.csv', on_summary, first_iteration)
+    stall = StallReport(probe, namespace)
     code = EXIT_FAILED
     try:
         for p in procs:
@@ -228,9 +263,12 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
             probe.wait_for_nodes([s.fully_qualified_name for s in specs], min(DISCOVERY_TIMEOUT, deadline - start),
                                  check)
             progress.write(f'graph up after {time.monotonic() - start:.1f} s: {", ".join(s.name for s in specs)}')
+            stall.progress()
             while not feed.poll():
                 check()
                 probe.spin_once(0.1)
+                for line in stall.lines():
+                    progress.write(line)
         except NodeDied:
             # A node that exits right after its last message: give that message a moment to arrive. (A short
             # training can even end, and the learner exit, before discovery has seen every node.)

@@ -413,3 +413,27 @@ def test_a_node_names_the_parameters_it_ignores(ros_domain):
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_a_stalled_graph_is_explained_from_its_diagnostics():
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    class Probe:
+        inbox: list = []
+
+        def subscribe(self, topic, msg_type):
+            return self.inbox
+
+    def status(node, ns, message, **values):
+        return DiagnosticStatus(name=f'mfpg_ros: {ns}/{node}', hardware_id=ns or '/', message=message,
+                                values=[KeyValue(key=k.replace('_', ' ', 1) if k.startswith('rejected') else k,
+                                                 value=str(v)) for k, v in values.items()])
+    report = runner.StallReport(Probe(), 'robot1', every=3600.0)
+    Probe.inbox.append(DiagnosticArray(status=[
+        status('hifi_interface', '/robot1', 'ok', waiting_for='joint_states', rejected_joint_states=12, rejected=12),
+        status('learner', '/robot1', 'ok', hf_total_steps=0),
+        status('hifi_interface', '/robot2', 'ok', waiting_for='action')]))  # another robot's graph
+    assert report.lines() == []  # not stalled for long yet
+    report.every = 0.0
+    assert report.lines() == ['no iteration finished for 0 s; the nodes say:',
+                              '  hifi_interface: waiting for joint_states; rejected joint_states 12']
