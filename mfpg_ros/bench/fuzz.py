@@ -247,7 +247,7 @@ def run_fuzz(env: dict, cases: int = 1000, seed: int = 0, key: bytes | None = b'
         log(f'graph idle at policy version {iterations} (domain {env.get("ROS_DOMAIN_ID")}); {cases} cases per '
             f'topic, {"signing key set" if key else "no signing key"}')
         for plan in plans(task, profile):
-            batch = make_cases(plan, factory, cases, list(profile['joint_names']))
+            batch = make_cases(plan, factory, cases, list(profile.get('joint_names', task.joint_names)))
             results.append(fuzzer.fuzz_topic(plan, batch, settle_timeout=30))
             log(format_result(results[-1]))
             if verbose:
