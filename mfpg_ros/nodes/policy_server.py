@@ -186,7 +186,8 @@ class PolicyServer(LifecycleNode):
         if self.stale:
             return DiagnosticStatus.ERROR, 'observations stale: safe command sent'
         if not self.active:
-            return DiagnosticStatus.WARN, 'inactive: not commanding'
+            return (DiagnosticStatus.WARN, 'inactive: not commanding (when ready: ros2 lifecycle set '
+                                           f'{self.get_fully_qualified_name()} activate)')
         return DiagnosticStatus.OK, 'commanding'
 
     def diagnostics(self) -> dict:
