@@ -100,6 +100,17 @@ def test_inactive_policy_server_never_commands(server):
     assert server.step(expect_action=False) is None
     server.probe.wait_until(lambda: len(server.commands) >= n, 1, 'settle')
     assert len(server.commands) <= n + 1  # at most the one safe command sent on deactivation
+    for transition in (Transition.TRANSITION_CLEANUP, Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+        assert service(server.probe, ChangeState, change, ChangeState.Request(
+            transition=Transition(id=transition))).success
+    server.publish('policy/weights', weights_msg(2))
+    server.wait_acting(2)
+    n = len(server.commands)
+    assert server.step() is not None  # one observation, one command: nothing doubled by the second configure
+    server.probe.wait_until(lambda: len(server.commands) > n, 5, 'the command')
+    assert len(server.commands) == n + 1
+    server.probe.wait_until(  # the cleaned-up subscription leaves the graph; a doubled one would stay
+        lambda: server.probe.node.count_subscribers(server.probe.resolve('hifi/observation')) == 1, 5, 'one reader')
 
 
 def test_another_plant_wiring_trains_with_hifi_interface_unchanged(spawn, probe):

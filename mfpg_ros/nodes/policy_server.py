@@ -68,14 +68,24 @@ class PolicyServer(LifecycleNode):
         self.rng = np.random.default_rng([self.cfg.seed, 13])
         self.command_pub = self.create_lifecycle_publisher(Float64MultiArray, p['command_topic'], CONTROL, **QUIET_PUB)
         self.action_pub = self.create_lifecycle_publisher(Float64MultiArray, ACTION, CONTROL, **QUIET_PUB)
-        self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED, **QUIET_SUB)
-        self.create_subscription(Float64MultiArray, OBSERVATION, self.on_observation, CONTROL, **QUIET_SUB)
-        self.create_subscription(Bool, IDLE, self.on_idle, CONTROL, **QUIET_SUB)  # volatile: any publisher
+        self.configured = [  # what on_cleanup destroys, so a cleanup and a new configure do not double it
+            self.create_subscription(UInt8MultiArray, WEIGHTS, self.on_weights, LATCHED, **QUIET_SUB),
+            self.create_subscription(Float64MultiArray, OBSERVATION, self.on_observation, CONTROL, **QUIET_SUB),
+            self.create_subscription(Bool, IDLE, self.on_idle, CONTROL, **QUIET_SUB)]  # volatile: any publisher
         self.watchdog_timer = steady_timer(self, p['watchdog_timeout_s'], self.watchdog)  # see watchdog()
         self.get_logger().info(f'{self.cfg.task}: commands on {self.resolve_topic_name(p["command_topic"])}, '
                                f'watchdog {p["watchdog_timeout_s"] * 1e3:.0f} ms -> {p["safe_command"]}'
                                + ('' if p['autostart'] else '; activate when ready: ros2 lifecycle set '
                                                             f'{self.get_fully_qualified_name()} activate'))
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        for sub in self.configured:
+            self.destroy_subscription(sub)
+        self.destroy_timer(self.watchdog_timer)
+        self.destroy_lifecycle_publisher(self.command_pub)
+        self.destroy_lifecycle_publisher(self.action_pub)
+        self.policy, self.version, self.gate, self.configured = None, -1, None, []
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
