@@ -26,7 +26,8 @@ def gazebo_description(namespace: str | None = None) -> str:
     manager in `namespace`, beside the graph's nodes)."""
     urdf = open(graph.share_file('urdf', 'cartpole.urdf')).read()
     urdf = urdf.replace('mock_components/GenericSystem', 'gz_ros2_control/GazeboSimSystem')
-    ros = f'<ros><namespace>/{namespace}</namespace></ros>' if namespace else ''
+    ros = (f'<ros><namespace>/{namespace}</namespace><remapping>/clock:=/{namespace}/clock</remapping></ros>'
+           if namespace else '')  # the controller manager runs on this simulator's clock, as the graph does
     plugin = ('<gazebo><plugin filename="gz_ros2_control-system" name="gz_ros2_control::GazeboSimROS2ControlPlugin">'
               f'<parameters>{graph.share_file("config", "controllers.yaml")}</parameters>{ros}</plugin></gazebo>')
     return urdf.replace('</robot>', f'{plugin}\n</robot>')

@@ -111,7 +111,7 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
     unknown = set(node_params) - set(TRAINING_NODES) - set(PLANT_NODES[hardware])
     if unknown:
         raise ValueError(f'node_params for unknown nodes {sorted(unknown)}')
-    check_training(config, training, run_dir, node_params.get('learner', {}).get('resume'))
+    check_training(config, training, run_dir, node_params.get('learner', {}).get('resume'), twin=hardware == 'twin')
 
     per_node = {
         'learner': [('learner', {'run_dir': run_dir})],
@@ -137,12 +137,13 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
     return specs
 
 
-def check_training(config: str, training: dict, run_dir: str, resume: str | None) -> TrainConfig:
+def check_training(config: str, training: dict, run_dir: str, resume: str | None, twin: bool = True) -> TrainConfig:
     """What the nodes would refuse at start, refused before any of them starts or a file is written: the config's
-    keys and values, the task with its two fidelity variants, and the run folder with the checkpoint to resume."""
+    keys and values, the task with its fidelity variants (the HF one only where the twin plant runs it), and the run
+    folder with the checkpoint to resume."""
     cfg = load_config(config, **training)
     from mfpg_ros.sim.tasks import make_task  # MuJoCo: only when a graph is built
-    for key in ('hifi_variant', 'lofi_variant'):
+    for key in ('hifi_variant', 'lofi_variant')[0 if twin else 1:]:
         try:
             make_task(cfg.task, getattr(cfg, key))
         except (ValueError, KeyError) as exc:

@@ -18,13 +18,16 @@ import yaml
 
 from mfpg_ros import graph
 from mfpg_ros.core.config import load_config
-from mfpg_ros.core.run_folder import checkpoint_metadata, latest_checkpoint
+from mfpg_ros.core.run_folder import checkpoint_metadata, drop_rows_from, latest_checkpoint
 from mfpg_ros.node_process import NodeProcess, stop_all
 
 DISCOVERY_TIMEOUT = 60.0  # node start-up (torch, MuJoCo) on a busy 2-core machine included
 STALL_REPORT_EVERY = 30.0  # s without a finished iteration before the nodes' own account of it is shown
 LEARNER_EXIT_GRACE = 10.0  # a done learner's last acks (<= 2 s each) and file closing, before the graph is stopped
 EXIT_DONE, EXIT_FAILED, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 124, 130
+
+
+PATH_PARAMETERS = ('resume', 'run_dir', 'bag_path', 'signing_key_file')  # text as given (a folder named 20240501)
 
 
 class Deadline(Exception):
@@ -66,7 +69,7 @@ def split_assignments(assignments: list[str], node_names) -> tuple[dict, dict]:
             raise ValueError(f'--set expects KEY=VALUE, got {item!r}')
         node, _, param = key.partition('.')
         if node in node_names and param:
-            node_params.setdefault(node, {})[param] = yaml.safe_load(value)
+            node_params.setdefault(node, {})[param] = value if param in PATH_PARAMETERS else yaml.safe_load(value)
         else:
             overrides[key] = graph.config_value(key, value)
     return overrides, node_params
@@ -102,10 +105,11 @@ def find_executable(executable: str, env: dict) -> str:
 class Progress:
     """tqdm bar on a terminal, one line per iteration otherwise."""
 
-    def __init__(self, total: int | None):
+    def __init__(self, total: int | None, first: int = 0):
         from tqdm import tqdm
-        self.tty = sys.stderr.isatty()
-        self.bar = tqdm(total=total, desc='mfpg', unit='iter', dynamic_ncols=True, disable=not self.tty)
+        self.tty, self.first = sys.stderr.isatty(), first
+        self.bar = tqdm(total=total, initial=first, desc='mfpg', unit='iter', dynamic_ncols=True,
+                        disable=not self.tty)
         self.iterations: set = set()
 
     def update(self, summary: dict) -> None:
@@ -116,7 +120,7 @@ class Progress:
         if 'rho' in summary:  # pairing 'matched' estimates c without a per-step rho
             fields['rho'] = _fmt(summary['rho'], '.2f')
         if self.tty:
-            self.bar.update(len(self.iterations) - self.bar.n)
+            self.bar.update(self.first + len(self.iterations) - self.bar.n)
             self.bar.set_postfix(fields, refresh=True)
         else:
             print(f"iteration {summary.get('iteration')}: " + ', '.join(f'{k} {v}' for k, v in fields.items()),
@@ -225,19 +229,27 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
     required = {s.name for s in specs if s.required}
     warned: set = set()
     summaries: list[dict] = []
-    progress = Progress(total_iterations)
+    progress = Progress(total_iterations, first_iteration)
 
     def on_summary(summary: dict) -> None:
         if 'unparsable' in summary:
             progress.write(f"warning: unparsable metrics/summary: {summary['unparsable']!r}")
             return
-        if not summaries:  # every node has started by now: show what they ignored
-            for p in procs:
-                for line in p.log_lines(graph.UNKNOWN_PARAMETER):
-                    progress.write(f'warning: {p.name}: {line}')
+        if not summaries:  # every node has started by now
+            show_ignored()
         summaries.append(summary)
         progress.update(summary)
         stall.progress()
+
+    shown: set = set()
+
+    def show_ignored() -> None:
+        """The parameters the nodes said they were given but do not know (misspelt names), each line once."""
+        for p in procs:
+            for line in p.log_lines(graph.UNKNOWN_PARAMETER):
+                if (p.name, line) not in shown:
+                    shown.add((p.name, line))
+                    progress.write(f'warning: {p.name}: {line}')
 
     def check() -> None:
         for p in procs:
@@ -245,6 +257,7 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
             if code is None or p.name in warned:
                 continue
             if p.name in required:
+                show_ignored()
                 raise NodeDied(p, code)
             warned.add(p.name)
             progress.write(f"warning: optional node '{p.name}' exited with code {code}; continuing")
@@ -267,7 +280,10 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
             while not feed.poll():
                 check()
                 probe.spin_once(0.1)
-                for line in stall.lines():
+                report = stall.lines()
+                if report:
+                    show_ignored()
+                for line in report:
                     progress.write(line)
         except NodeDied:
             # A node that exits right after its last message: give that message a moment to arrive. (A short
@@ -400,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:  # as the resumed learner will, before the done row of the run's end can be read as this one's
+        drop_rows_from(run_dir / 'metrics.csv', first_iteration)
     (run_dir / 'config.yaml').write_text(graph.params_file_text(cfg))
     env['ROS_LOG_DIR'] = str(run_dir / 'logs' / 'ros')  # rcl's own log files stay in the run folder too
     target = 'none' if cfg.target_return is None else cfg.target_return

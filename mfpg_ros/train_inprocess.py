@@ -5,19 +5,25 @@ import argparse
 import json
 import math
 
+import yaml
+
 from mfpg_ros.core.config import load_config
 from mfpg_ros.graph import config_value, share_file
 from mfpg_ros.trainer import Trainer
 
+VARIANT_KEYS = ('hifi_variant', 'lofi_variant')
+
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """['algo.lr=1e-3', ...] -> {'algo.lr': 0.001}, typed as TrainConfig declares (ValueError otherwise)."""
+    """['algo.lr=1e-3', ...] -> {'algo.lr': 0.001}, typed as TrainConfig declares (ValueError otherwise). A variant
+    may also be a dict of knobs here (`lofi_variant={gravity: 1.2}`): no ROS parameter has to hold it."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition('=')
         if not sep:
             raise ValueError(f'--set expects KEY=VALUE, got {pair!r}')
-        out[key] = config_value(key, value)
+        knobs = yaml.safe_load(value) if key in VARIANT_KEYS else None
+        out[key] = knobs if isinstance(knobs, dict) else config_value(key, value)
     return out
 
 

@@ -69,7 +69,7 @@ def server(spawn, probe, request):
     params = {'watchdog_timeout_s': 0.1, 'safe_command': 'zero', **getattr(request, 'param', {})}
     proc = spawn('policy_server', node_args(**params))
     harness = PolicyServerHarness(probe, proc)
-    if params.get('autostart', True):  # an unconfigured lifecycle node has no subscriptions yet
+    if params.get('autostart', True):  # else configured only: it answers no observation until activated
         harness.ready().publish('policy/weights', weights_msg(0))
         harness.wait_acting(0)
     return harness

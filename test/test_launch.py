@@ -135,8 +135,8 @@ if launch_pytest is not None and launch_ros is not None:
         ])
 
     @pytest.mark.launch(fixture=twin_launch)
-    def test_ros2_launch_starts_the_twin_graph(probe):
-        names = [s.fully_qualified_name for s in graph.build_graph('twin', namespace='mfpg_test', run_dir='.')]
+    def test_ros2_launch_starts_the_twin_graph(probe, tmp_path):
+        names = [s.fully_qualified_name for s in graph.build_graph('twin', namespace='mfpg_test', run_dir=tmp_path)]
         probe.wait_for_nodes(names, timeout=60)
 else:
     def test_ros2_launch_starts_the_twin_graph():
@@ -155,6 +155,7 @@ def test_gazebo_launch_builds_the_robot_side():
     assert urdf.find('gazebo/plugin/ros') is None  # root namespace
     namespaced = ET.fromstring(module.gazebo_description('robot1'))  # the controller manager beside the graph
     assert namespaced.find('gazebo/plugin/ros/namespace').text == '/robot1'
+    assert namespaced.find('gazebo/plugin/ros/remapping').text == '/clock:=/robot1/clock'
     context = launch.LaunchContext()
     context.launch_configurations.update({'namespace': 'robot1', 'headless': 'true'})
     actions = module.robot_side(context)

@@ -169,9 +169,11 @@ def test_node_parameters_beat_the_profiles_node_sections(tmp_path):
 # --- runner CLI ----------------------------------------------------------------------------------------------------
 def test_set_splits_config_values_from_node_parameters():
     overrides, node_params = runner.split_assignments(
-        ['algo.lr=1e-3', 'learner.checkpoint_every=10', 'twin_plant.mode=realtime'], {'learner', 'twin_plant'})
+        ['algo.lr=1e-3', 'learner.checkpoint_every=10', 'twin_plant.mode=realtime', 'learner.resume=20240501'],
+        {'learner', 'twin_plant'})
     assert overrides == {'algo.lr': 1e-3}
-    assert node_params == {'learner': {'checkpoint_every': 10}, 'twin_plant': {'mode': 'realtime'}}
+    assert node_params == {'learner': {'checkpoint_every': 10, 'resume': '20240501'},  # a path stays text
+                           'twin_plant': {'mode': 'realtime'}}
 
 
 def test_cli_rejects_a_bad_key_before_starting_anything(tmp_path, capsys):
@@ -369,11 +371,11 @@ def test_the_graph_refuses_up_front_what_its_nodes_would_refuse(tmp_path):
         graph.build_graph('twin', run_dir=run, overrides={'task': 'InvertedPendulum-v5'})  # cart-pole twin default
     with pytest.raises(FileNotFoundError, match='does not exist'):
         graph.build_graph('twin', run_dir=run, node_params={'learner': {'resume': str(tmp_path / 'nope')}})
+    assert graph.build_graph('real', run_dir=run, overrides={'task': 'InvertedPendulum-v5'})  # no twin: no HF variant
     with pytest.raises(ValueError, match=r'algo.hidden.*a list of integers'):
         graph.config_value('algo.hidden', '64')
     with pytest.raises(ValueError, match="algo.lr: 'abc'"):
         graph.config_value('algo.lr', 'abc')
-    assert not run.exists()
 
 
 def test_train_inprocess_takes_every_set_and_refuses_bad_ones(tmp_path, capsys):
@@ -381,9 +383,10 @@ def test_train_inprocess_takes_every_set_and_refuses_bad_ones(tmp_path, capsys):
     from mfpg_ros.core.checkpoint import read_extra
     ckpt = tmp_path / 'c.safetensors'
     assert train_inprocess.main(['--set', 'algo.pool_steps_per_env=20', '--set', 'seed=7', 'algo.lr=0.01',
-                                 '--iterations', '1', '--save', str(ckpt)]) == 0
+                                 '--set', 'lofi_variant={gravity: 1.2}', '--iterations', '1', '--save', str(ckpt)]) == 0
     saved = read_extra(ckpt)['config']
     assert (saved['seed'], saved['algo']['lr'], saved['algo']['pool_steps_per_env']) == (7, 0.01, 20)
+    assert saved['lofi_variant'] == {'gravity': 1.2}  # knobs, in-process only
     for bad, said in ((['--set', 'algo.lr=abc'], "algo.lr: 'abc'"), (['--set', 'algo.nope=1'], 'algo.nope'),
                       (['--resume', str(tmp_path / 'none.safetensors')], 'none.safetensors')):
         with pytest.raises(SystemExit) as exit_info:
@@ -437,3 +440,22 @@ def test_a_stalled_graph_is_explained_from_its_diagnostics():
     report.every = 0.0
     assert report.lines() == ['no iteration finished for 0 s; the nodes say:',
                               '  hifi_interface: waiting for joint_states; rejected joint_states 12']
+
+
+def test_a_run_folder_holds_one_run(tmp_path):
+    from mfpg_ros.core.checkpoint import save_checkpoint
+    from mfpg_ros.core.learners import make_learner
+    from mfpg_ros.core.run_folder import check_start
+    from mfpg_ros.sim.tasks import make_task
+    cfg = load_config(graph.share_file('config', 'train.yaml'))
+    learner = make_learner(cfg.algo, make_task(cfg.task).contract, seed=0)
+    for run, version in (('a', 4), ('b', 2)):
+        learner.version = version
+        save_checkpoint(learner, tmp_path / run / 'checkpoints' / f'learner_{version:06d}.safetensors',
+                        extra={'config': cfg.to_dict()})
+    assert check_start(tmp_path / 'a', cfg, tmp_path / 'a').name == 'learner_000004.safetensors'  # its own run
+    assert check_start(tmp_path / 'c', cfg, tmp_path / 'a') is not None  # on into a new folder
+    with pytest.raises(ValueError, match='holds another run'):  # a's history would go on in b's folder
+        check_start(tmp_path / 'b', cfg, tmp_path / 'a')
+    with pytest.raises(ValueError, match='holds a run already'):
+        check_start(tmp_path / 'b', cfg, None)

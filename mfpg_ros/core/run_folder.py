@@ -2,6 +2,8 @@
 learner node makes them, and `mfpg train` makes the same ones before it writes anything into the folder."""
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 from pathlib import Path
 
@@ -63,6 +65,10 @@ def check_start(run_dir: str | Path | None, cfg: TrainConfig, resume: str | Path
         version = int(meta['version'])
     if run_dir:
         versions = checkpoint_versions(run_dir)
+        own = path is not None and path.resolve().parent == (Path(run_dir) / 'checkpoints').resolve()
+        if versions and path is not None and not own:
+            raise ValueError(f'{run_dir} holds another run: resume {path} into a new run folder, or resume this '
+                             'folder\'s own run')
         if path is None and versions:
             raise ValueError(f'{run_dir} holds a run already: {RESUME_HINT.replace("DIR", str(run_dir))}, or start '
                              'a new run in a new run folder')
@@ -74,3 +80,25 @@ def check_start(run_dir: str | Path | None, cfg: TrainConfig, resume: str | Path
         raise ValueError(f'policy version {version} has reached iterations={cfg.iterations}: nothing to train '
                          '(resume with more iterations to go on)')
     return path
+
+
+def drop_rows_from(path: Path, iteration: int) -> None:
+    """Keep only metrics.csv's rows of iterations before `iteration` (those a resumed learner will not redo)."""
+    if not path.is_file():
+        return
+
+    def kept(row: dict) -> bool:  # a row a crash cut short has no whole iteration number: it goes too
+        with contextlib.suppress(TypeError, ValueError):
+            return int(row['iteration']) < iteration
+        return False
+    with path.open(newline='') as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if kept(r)]
+        fields = reader.fieldnames
+    if fields:
+        tmp = path.with_suffix('.csv.tmp')
+        with tmp.open('w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(path)

@@ -3,7 +3,6 @@ the next weights (latched), per-iteration metrics (rqt_plot-ready) and checkpoin
 from __future__ import annotations
 
 import collections
-import contextlib
 import csv
 import json
 import math
@@ -21,34 +20,12 @@ from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episodes, encode_weights
 from mfpg_ros.core.episode import LOFI_POOL
 from mfpg_ros.core.learners import iteration_assembler, make_learner
-from mfpg_ros.core.run_folder import check_start
+from mfpg_ros.core.run_folder import check_start, drop_rows_from
 from mfpg_ros.nodes.common import EPISODES_IN, HIFI_EPISODES, HISTORY, LOFI_EPISODES, METRICS, QUIET_PUB, QUIET_SUB, \
     WEIGHTS, WEIGHTS_OUT, Diagnostics, Rejections, bytes_msg, msg_bytes, run, signing_key, steady_timer
 from mfpg_ros.nodes.params import declare_config
 from mfpg_ros.sim.tasks import make_task
 from mfpg_ros.tensorboard_log import TensorBoardLog
-
-
-def drop_rows_from(path: Path, iteration: int) -> None:
-    """Keep only metrics.csv's rows of iterations before `iteration` (those a resumed learner will not redo)."""
-    if not path.is_file():
-        return
-
-    def kept(row: dict) -> bool:  # a row a crash cut short has no whole iteration number: it goes too
-        with contextlib.suppress(TypeError, ValueError):
-            return int(row['iteration']) < iteration
-        return False
-    with path.open(newline='') as f:
-        reader = csv.DictReader(f)
-        rows = [r for r in reader if kept(r)]
-        fields = reader.fieldnames
-    if fields:
-        tmp = path.with_suffix('.csv.tmp')
-        with tmp.open('w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(path)
 
 
 class LearnerNode(Node):
