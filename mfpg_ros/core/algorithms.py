@@ -78,6 +78,20 @@ def undo_if_nonfinite(learner, before: dict, metrics: dict) -> dict:
     return {**metrics, 'skipped': 1.0, 'nonfinite_update': 1.0}
 
 
+def guarded_update(learner, hifi: list[Episode], paired: list[Episode], pool: list[Episode], step) -> dict:
+    """What every learner's update shares around its own `step(hifi, paired, pool) -> metrics`: aborted segments
+    left out, the step undone if it leaves a non-finite state, the common metrics, the version advanced."""
+    t0 = time.perf_counter()
+    before = copy.deepcopy(learner.state_dict())
+    hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))
+    metrics = undo_if_nonfinite(learner, before, step(hifi, paired, pool))
+    metrics.update(iteration=learner.version, hf_segments=len(hifi), hf_steps=sum(len(e) for e in hifi),
+                   lf_steps=sum(len(e) for e in (*paired, *pool)), update_seconds=time.perf_counter() - t0,
+                   std=float(learner.model.log_std.detach().exp().mean()))
+    learner.version += 1
+    return metrics
+
+
 class Learner:
     def __init__(self, cfg: AlgoConfig, contract: Contract, seed: int = 0):
         self.cfg, self.contract = cfg, contract
@@ -117,17 +131,13 @@ class Learner:
     # ---- one iteration -------------------------------------------------------------------------------------
     def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
         """Consume one version's segments, step the optimiser, advance the version. Returns metrics."""
-        t0 = time.perf_counter()
-        before = copy.deepcopy(self.state_dict())
-        hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))
-        policy_loss, fit, metrics = self._policy_loss(hifi, paired, pool)
-        metrics = undo_if_nonfinite(self, before, {**metrics, **self._step(policy_loss, fit)})
-        metrics.update(iteration=self.version, hf_segments=len(hifi), hf_steps=sum(len(e) for e in hifi),
-                       lf_steps=sum(len(e) for e in (*paired, *pool)), update_seconds=time.perf_counter() - t0,
-                       std=float(self.model.log_std.detach().exp().mean()))
-        self.version += 1
+        metrics = guarded_update(self, hifi, paired, pool, self._update)
         self.prefetched = SurrogateSum()
         return metrics
+
+    def _update(self, hifi: list[Episode], paired: list[Episode], pool: list[Episode]) -> dict:
+        policy_loss, fit, metrics = self._policy_loss(hifi, paired, pool)
+        return {**metrics, **self._step(policy_loss, fit)}
 
     def policy_gradient(self, hifi, paired=(), pool=()) -> tuple[torch.Tensor, dict]:
         """The policy-gradient estimate (flattened over actor parameters) this data would give; no step taken."""

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import collections
 import copy
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mfpg_ros.core import estimator as est
-from mfpg_ros.core.algorithms import seeded_model, undo_if_nonfinite
+from mfpg_ros.core.algorithms import guarded_update, seeded_model
 from mfpg_ros.core.config import PPO_ALGORITHMS, AlgoConfig
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.episode import Episode
@@ -86,20 +85,15 @@ class PPOLearner:
         """Nothing can be summed ahead: PPO's pool terms change with the ratio at every epoch."""
 
     def update(self, hifi: list[Episode], paired: list[Episode] = (), pool: list[Episode] = ()) -> dict:
-        t0 = time.perf_counter()
-        before = copy.deepcopy(self.state_dict())
-        hifi, paired, pool = ([e for e in group if not e.aborted] for group in (hifi, paired, pool))
+        return guarded_update(self, hifi, paired, pool, self._update)
+
+    def _update(self, hifi: list[Episode], paired: list[Episode], pool: list[Episode]) -> dict:
         batch, stats = self._batch(hifi, paired, pool, self.coef)
         skip = len(batch.hf) <= self.cfg.estimator.min_aligned_steps
         metrics = {**(_SKIPPED if skip else self._optimise(batch)), **stats}  # the batch's statistics over defaults
-        metrics = undo_if_nonfinite(self, before, metrics)
         if self.cfg.estimator.pairing == 'matched':  # c comes from segment gradients: no surrogate rho, no LF ratios
             for key in _PAPER_PAIRING_ONLY:
                 metrics.pop(key)
-        metrics.update(iteration=self.version, hf_segments=len(hifi), hf_steps=sum(len(e) for e in hifi),
-                       lf_steps=sum(len(e) for e in (*paired, *pool)), update_seconds=time.perf_counter() - t0,
-                       std=float(self.model.log_std.detach().exp().mean()))
-        self.version += 1
         return metrics
 
     def policy_gradient(self, hifi, paired=(), pool=(), first_minibatch: bool = False) -> tuple[torch.Tensor, dict]:
