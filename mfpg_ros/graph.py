@@ -142,15 +142,20 @@ def check_training(config: str, training: dict, run_dir: str, resume: str | None
     keys and values, the task with its fidelity variants (the HF one only where the twin plant runs it), and the run
     folder with the checkpoint to resume."""
     cfg = load_config(config, **training)
-    from mfpg_ros.sim.tasks import make_task  # MuJoCo: only when a graph is built
-    for key in ('hifi_variant', 'lofi_variant')[0 if twin else 1:]:
+    check_variants(cfg, hifi=twin)
+    check_start(run_dir, cfg, resume)
+    return cfg
+
+
+def check_variants(cfg: TrainConfig, hifi: bool = True) -> None:
+    """ValueError naming the key unless cfg's task takes its LF variant (and, if `hifi`, its HF variant)."""
+    from mfpg_ros.sim.tasks import make_task  # MuJoCo: only when a graph or a trainer is built
+    for key in ('hifi_variant', 'lofi_variant')[0 if hifi else 1:]:
         try:
             make_task(cfg.task, getattr(cfg, key))
         except (ValueError, KeyError) as exc:
             raise ValueError(f'task {cfg.task!r} with {key} {getattr(cfg, key)!r}: {exc} (a variant must fit the task; '
                              f"'' is the nominal model)") from None
-    check_start(run_dir, cfg, resume)
-    return cfg
 
 
 def profile_uses_sim_time(profile: str | os.PathLike) -> bool:

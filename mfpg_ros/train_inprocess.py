@@ -8,7 +8,7 @@ import math
 import yaml
 
 from mfpg_ros.core.config import load_config
-from mfpg_ros.graph import config_value, share_file
+from mfpg_ros.graph import check_variants, config_value, share_file
 from mfpg_ros.trainer import Trainer
 
 VARIANT_KEYS = ('hifi_variant', 'lofi_variant')
@@ -33,19 +33,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--set', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
                         help='config overrides, e.g. --set algo.lr=1e-3 seed=3 (repeatable)')
     parser.add_argument('--json', action='store_true', help='print one JSON line per iteration')
-    parser.add_argument('--resume', metavar='CKPT', help='continue from a checkpoint (its config; --iterations may '
-                        'raise the total)')
+    parser.add_argument('--resume', metavar='CKPT', help='continue from a --save checkpoint (its config; --iterations '
+                        'and --set of iterations, eval_every, eval_episodes, target_return may change)')
     parser.add_argument('--iterations', type=int, help='total iterations (overrides the config)')
     parser.add_argument('--save', metavar='CKPT', help='write a checkpoint here every --save-every iterations and at '
                         'the end')
     parser.add_argument('--save-every', type=int, default=10)
     args = parser.parse_args(argv)
+    if args.save_every < 1:
+        parser.error('--save-every must be >= 1')
     total = {} if args.iterations is None else {'iterations': args.iterations}
     try:
         if args.resume:
-            trainer = Trainer.resume(args.resume, **total)
+            if args.config:
+                raise ValueError('--config does not go with --resume: the checkpoint carries its config')
+            trainer = Trainer.resume(args.resume, **{**parse_overrides(args.set), **total})
+            if trainer.learner.version >= trainer.cfg.iterations:
+                raise ValueError(f'{args.resume} is at version {trainer.learner.version}: nothing to train up to '
+                                 f'iterations={trainer.cfg.iterations} (raise --iterations)')
         else:
             cfg = load_config(args.config or share_file('config', 'train.yaml'), **parse_overrides(args.set), **total)
+            check_variants(cfg)
             trainer = Trainer(cfg)
     except (ValueError, TypeError, OSError) as exc:
         parser.error(str(exc))
@@ -65,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.save and trainer.learner.version % args.save_every == 0:
             trainer.save(args.save)
 
-    trainer.run(save)
+    history = trainer.run(save)
+    if history and trainer.solved(history[-1]):
+        print(f"solved at iteration {history[-1]['iteration']}: recent HF return "
+              f"{history[-1]['hf_return_recent']:.1f} >= target_return {trainer.cfg.target_return:g}", flush=True)
     if args.save:
         print(f'checkpoint: {trainer.save(args.save)} (version {trainer.learner.version})', flush=True)
     return 0

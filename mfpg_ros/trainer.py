@@ -118,6 +118,9 @@ class Trainer:
     def restore(self, path: str | Path) -> None:
         """Load a checkpoint of a trainer with the same config (run-control fields such as iterations may differ)."""
         extra = read_extra(path)
+        if 'engines' not in extra:
+            raise ValueError(f'{path} is a learner node checkpoint (`mfpg train`): resume it there with --set '
+                             'learner.resume=...; train-inprocess resumes the files its --save writes')
         check_resumable(extra['config'], self.cfg, path)
         load_checkpoint(self.learner, path)
         arrays = load_arrays(path)
@@ -137,6 +140,8 @@ class Trainer:
         unknown = set(run_control) - set(RUN_CONTROL)
         if unknown:
             raise ValueError(f'only {RUN_CONTROL} can change on resume, not {sorted(unknown)}')
+        if Path(path).is_dir():
+            raise ValueError(f'{path} is a folder: resume from the checkpoint file that --save wrote')
         cfg = load_config(read_extra(path)['config'])
         trainer = cls(dataclasses.replace(cfg, **run_control), nthread)
         trainer.restore(path)

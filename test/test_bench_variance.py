@@ -43,3 +43,5 @@ def test_variance_runs_at_a_checkpoints_policy(tmp_path, capsys):
     assert 'bias vs hf_only, mf:' in out and 'HF steps kept by the pairing' in out
     ratio = float(out.strip().splitlines()[-1].split(': ')[1])
     assert 0 < ratio < 1  # the cart-pole's paired replays are highly correlated (rho ~ 0.97 at the start)
+    # without --setting the checkpoint's own task and variants are used (not the Hopper default)
+    assert variance.main(['--checkpoint', str(ckpt), '--trials', '3', '--pool-steps', '50']) == 0

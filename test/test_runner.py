@@ -387,8 +387,22 @@ def test_train_inprocess_takes_every_set_and_refuses_bad_ones(tmp_path, capsys):
     saved = read_extra(ckpt)['config']
     assert (saved['seed'], saved['algo']['lr'], saved['algo']['pool_steps_per_env']) == (7, 0.01, 20)
     assert saved['lofi_variant'] == {'gravity': 1.2}  # knobs, in-process only
+    assert train_inprocess.main(['--resume', str(ckpt), '--set', 'eval_every=1', '--iterations', '2']) == 0
+    assert 'eval' in capsys.readouterr().out  # run control changes on resume
+    node_ckpt = tmp_path / 'run' / 'checkpoints' / 'learner_000000.safetensors'
+    from mfpg_ros.core.checkpoint import save_checkpoint
+    from mfpg_ros.core.learners import make_learner
+    from mfpg_ros.sim.tasks import make_task
+    cfg = load_config(graph.share_file('config', 'train.yaml'))
+    save_checkpoint(make_learner(cfg.algo, make_task(cfg.task).contract, seed=0), node_ckpt,
+                    extra={'config': cfg.to_dict()})
     for bad, said in ((['--set', 'algo.lr=abc'], "algo.lr: 'abc'"), (['--set', 'algo.nope=1'], 'algo.nope'),
-                      (['--resume', str(tmp_path / 'none.safetensors')], 'none.safetensors')):
+                      (['--resume', str(tmp_path / 'none.safetensors')], 'none.safetensors'),
+                      (['--resume', str(ckpt), '--set', 'seed=5'], 'can change on resume'),
+                      (['--resume', str(ckpt), '--iterations', '1'], 'nothing to train'),
+                      (['--resume', str(node_ckpt)], 'learner node checkpoint'),
+                      (['--save-every', '0'], 'save-every'),
+                      (['--set', 'task=InvertedPendulum-v5'], "hifi_variant 'cartpole_twin'")):
         with pytest.raises(SystemExit) as exit_info:
             train_inprocess.main(bad)
         assert exit_info.value.code == 2 and said in capsys.readouterr().err

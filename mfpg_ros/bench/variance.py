@@ -17,8 +17,8 @@ import torch
 
 from mfpg_ros.bench.settings import SETTINGS
 from mfpg_ros.core.algorithms import Learner
-from mfpg_ros.core.checkpoint import load_checkpoint
-from mfpg_ros.core.config import PAIRINGS, AlgoConfig, EstimatorConfig
+from mfpg_ros.core.checkpoint import load_checkpoint, read_extra
+from mfpg_ros.core.config import PAIRINGS, AlgoConfig, EstimatorConfig, load_config
 from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.numpy_policy import NumpyPolicy
 from mfpg_ros.sim.engine import Engine
@@ -76,9 +76,10 @@ def sample_gradients(hifi_task, lofi_task, algo: dict, pairing: str, trials: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mfpg bench variance', description=__doc__)
-    parser.add_argument('--task', default='Hopper-v5')
-    parser.add_argument('--hifi-variant', default=None, help='default: a moderate ODRL shift of the task')
-    parser.add_argument('--lofi-variant', default=None)
+    parser.add_argument('--task', default=None, help="default: the --checkpoint's task, else Hopper-v5")
+    parser.add_argument('--hifi-variant', default=None,
+                        help="default: the checkpoint's (same task), else a moderate ODRL shift of the task")
+    parser.add_argument('--lofi-variant', default=None, help="default: the checkpoint's (same task), else nominal")
     parser.add_argument('--setting', choices=sorted(SETTINGS), default=None,
                         help="a benchmark setting's task and HF/LF variants (instead of the three options above)")
     parser.add_argument('--checkpoint', default=None, help='policy, critic and c statistics from this checkpoint '
@@ -91,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pairing', choices=PAIRINGS, default='paper', help='estimator.pairing of the MF learners')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.checkpoint and not args.setting:  # the task and variants the checkpoint's policy was trained on
+        saved = load_config(read_extra(args.checkpoint)['config'])
+        if args.task in (None, saved.task):
+            args.task = saved.task
+            args.hifi_variant = args.hifi_variant or saved.hifi_variant
+            args.lofi_variant = args.lofi_variant or saved.lofi_variant
+    args.task = args.task or 'Hopper-v5'
     if args.setting:
         setting = SETTINGS[args.setting]
         args.task, hifi_task, lofi_task = setting.task, make_task(setting.task, setting.hifi), \
