@@ -18,15 +18,13 @@ import yaml
 
 from mfpg_ros import graph
 from mfpg_ros.core.config import load_config
-from mfpg_ros.core.run_folder import checkpoint_metadata, drop_rows_from, latest_checkpoint
+from mfpg_ros.core.run_folder import checkpoint_version, drop_rows_from, latest_checkpoint
 from mfpg_ros.node_process import NodeProcess, stop_all
 
 DISCOVERY_TIMEOUT = 60.0  # node start-up (torch, MuJoCo) on a busy 2-core machine included
 STALL_REPORT_EVERY = 30.0  # s without a finished iteration before the nodes' own account of it is shown
 LEARNER_EXIT_GRACE = 10.0  # a done learner's last acks (<= 2 s each) and file closing, before the graph is stopped
 EXIT_DONE, EXIT_FAILED, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 124, 130
-
-
 PATH_PARAMETERS = ('resume', 'run_dir', 'bag_path', 'signing_key_file')  # text as given (a folder named 20240501)
 
 
@@ -411,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = graph.build_graph(args.hardware, args.namespace, config_path, run_dir, overrides, node_params,
                                   lofi_workers=args.lofi_workers, record=not args.no_record)  # checks run_dir
         resume = node_params.get('learner', {}).get('resume')
-        first_iteration = int(checkpoint_metadata(latest_checkpoint(resume))['version']) if resume else 0
+        first_iteration = checkpoint_version(latest_checkpoint(resume)) if resume else 0
     except (ValueError, TypeError, OSError) as exc:
         parser.error(str(exc))
 

@@ -48,6 +48,11 @@ def checkpoint_metadata(path: str | Path) -> dict[str, str]:
     return meta
 
 
+def checkpoint_version(path: str | Path) -> int:
+    """The policy version a checkpoint holds (the iteration a run resumed from it starts at)."""
+    return int(checkpoint_metadata(path)['version'])
+
+
 def check_start(run_dir: str | Path | None, cfg: TrainConfig, resume: str | Path | None) -> Path | None:
     """ValueError/FileNotFoundError unless a learner may start with cfg in run_dir, resumed from `resume` (a
     checkpoint or a run folder; None/'' for a new run). Returns the checkpoint to resume from, if any.
