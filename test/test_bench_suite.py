@@ -1,6 +1,7 @@
 """Benchmark harness: smoke preset end to end (+ resume + report), budget accounting, DARC/PAR corrections."""
 import csv
 import json
+import math
 import os
 import shutil
 
@@ -89,11 +90,40 @@ def test_set_overrides_every_run_and_names_the_folder(tmp_path, capsys, monkeypa
     assert suite.main(['--methods', 'ppo', '--set', 'algo.clip_mode=joint', '--list']) == 0
     with pytest.raises(SystemExit):  # separate clipping is not implemented for PPO: refused before any run
         suite.main(['--methods', 'ppo', '--set', 'algo.clip_mode=separate', '--list'])
-    (tmp_path / 'bench_out/quick__algo.clip_mode=separate').mkdir(parents=True)
-    (tmp_path / 'bench_out/quick__algo.clip_mode=separate/suite_quick.json').write_text('{"overrides": {}}')
-    with pytest.raises(ValueError, match='overrides'):  # default folder name carries the overrides; no mixing
-        suite.main(['--settings', 'cartpole_twin', '--methods', 'reinforce', '--seeds', '0',
-                    '--set', 'algo.clip_mode=separate'])
+    folder = tmp_path / 'bench_out/quick__algo.clip_mode=separate'
+    (folder / 'runs/cartpole_twin/reinforce/seed1').mkdir(parents=True)
+    (folder / 'suite_quick.json').write_text('{"overrides": {}}')
+    args = ['--settings', 'cartpole_twin', '--methods', 'reinforce', '--seeds', '0', '--set', 'algo.clip_mode=separate']
+    made = []
+    monkeypatch.setattr(suite, 'run_suite', lambda *a, **k: made.append(a) or ([], []))
+    assert suite.main(args) == 0 and made  # no run finished there yet: the record alone does not refuse
+    (folder / 'runs/cartpole_twin/reinforce/seed1/summary.json').write_text('{}')
+    (folder / 'suite_quick.json').write_text('{"overrides": {}}')  # as if that run was made without them
+    with pytest.raises(SystemExit):  # default folder name carries the overrides; no mixing with finished runs
+        suite.main(args)
+    assert 'holds runs made with other --set overrides' in capsys.readouterr().err
+
+
+def test_suite_set_values_are_typed_as_the_trainers_type_them(monkeypatch, tmp_path):
+    from mfpg_ros.bench import suite
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+    monkeypatch.setattr(suite, 'run_suite', lambda *a, overrides, **k: seen.update(overrides) or ([], []))
+    assert suite.main(['--settings', 'cartpole_twin', '--methods', 'reinforce', '--seeds', '0',
+                       '--set', 'algo.lr=1e-3', '--set', 'algo.ppo.target_kl=null']) == 0
+    assert seen['algo.lr'] == 0.001 and isinstance(seen['algo.lr'], float)  # YAML alone reads 1e-3 as text
+    assert math.isnan(seen['algo.ppo.target_kl'])
+
+
+def test_a_smaller_rerun_keeps_every_finished_run_in_the_aggregates(smoke, tmp_path):
+    out = tmp_path / 'suite'
+    shutil.copytree(smoke[0], out)
+    _, summaries = run_suite(PRESETS['smoke'], out, workers=1, progress=False, methods=['reinforce'], seeds=[0])
+    preset = PRESETS['smoke']
+    assert len(summaries) == len(preset.settings) * len(preset.methods) * len(preset.seeds)
+    with (out / 'summary.csv').open() as f:
+        assert len(list(csv.DictReader(f))) == len(summaries)
+    assert json.loads((out / 'suite_smoke.json').read_text())['methods'] == sorted(preset.methods)
 
 
 def test_report_parses_its_own_output(smoke, capsys, tmp_path):

@@ -1,10 +1,11 @@
 """`mfpg bench suite`: settings x methods x seeds -> one results folder (resumable, parallel, one torch thread each).
 
 Layout of OUT:
-  suite_<preset>.json                     the preset, its run list and the --set overrides
+  suite_<preset>.json                     the preset, the settings, methods and seeds run into OUT, the --set overrides
   runs/<setting>/<method>/seed<k>/        config.yaml, curve.csv, summary.json (written last: the run is done)
-  curves.csv                              one row per run x evaluation point
-  summary.csv                             one row per run (timings, LF throughput, mean rho and c, final return)
+  curves.csv                              one row per finished run in OUT x evaluation point
+  summary.csv                             one row per finished run in OUT (timings, LF throughput, mean rho and c,
+                                          final return)
 Evaluations: deterministic (mean action), eval_episodes episodes on the HF plant, at HF step 0 and every
 `eval_every` HF steps on the common axis hf_steps / k (k-x methods), plus after the last iteration.
 `--set KEY=VALUE` (dotted TrainConfig keys, e.g. algo.clip_mode=separate) overrides every run's config after the
@@ -198,35 +199,41 @@ def _execute_star(args):
     return execute(*args)
 
 
-def collect_results(out: Path, specs: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Aggregate finished runs into OUT/curves.csv and OUT/summary.csv; returns (curves, summaries)."""
+def collect_results(out: Path) -> tuple[list[dict], list[dict]]:
+    """Aggregate every finished run in OUT (earlier calls' too) into OUT/curves.csv and OUT/summary.csv; returns
+    (curves, summaries)."""
     curves, summaries = [], []
-    for spec in specs:
-        folder = run_dir(out, spec)
-        if (folder / 'summary.json').exists():
-            summaries.append(json.loads((folder / 'summary.json').read_text()))
-            with (folder / 'curve.csv').open() as f:
-                curves.extend(csv.DictReader(f))
+    for summary in sorted(out.glob('runs/*/*/seed*/summary.json')):
+        summaries.append(json.loads(summary.read_text()))
+        with (summary.parent / 'curve.csv').open() as f:
+            curves.extend(csv.DictReader(f))
     _write_csv(out / 'curves.csv', CURVE_FIELDS, curves)
     _write_csv(out / 'summary.csv', SUMMARY_FIELDS, summaries)
     return curves, summaries
 
 
-def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, methods=None, seeds=None,
-              progress: bool = True, overrides=None) -> tuple[list[dict], list[dict]]:
+def prepare(preset: Preset, out: Path, specs: list[dict], overrides=None) -> list[dict]:
+    """Check OUT and record this call in OUT/suite_<preset>.json (merged with earlier calls); returns the runs left
+    to do. ValueError if OUT holds finished runs made with other --set overrides or another config."""
     out.mkdir(parents=True, exist_ok=True)
-    specs = run_specs(preset, settings, methods, seeds, overrides)
-    record = out / f'suite_{preset.name}.json'
-    if record.exists() and json.loads(record.read_text()).get('overrides', {}) != dict(overrides or {}):
-        raise ValueError(f'{out} holds runs with other --set overrides ({record}); use another --out')
-    record.write_text(json.dumps({'preset': preset.name, 'runs': len(specs),
-                                  'settings': sorted({s['setting'] for s in specs}),
-                                  'methods': sorted({s['method'] for s in specs}),
-                                  'seeds': sorted({s['seed'] for s in specs}), 'overrides': dict(overrides or {})},
-                                 indent=1))
+    overrides, record = dict(overrides or {}), out / f'suite_{preset.name}.json'
+    earlier = json.loads(record.read_text()) if record.exists() else {}
+    if earlier and earlier.get('overrides', {}) != overrides and any(out.glob('runs/*/*/seed*/summary.json')):
+        raise ValueError(f'{out} holds runs made with other --set overrides ({earlier.get("overrides")}, see '
+                         f'{record}); use another --out')
+    merged = {key: sorted({*earlier.get(key, []), *(spec[key[:-1]] for spec in specs)})
+              for key in ('settings', 'methods', 'seeds')}
+    record.write_text(json.dumps({'preset': preset.name, **merged, 'overrides': overrides}, indent=1))
     finished = [(run_dir(out, s) / 'summary.json').exists() for s in specs]
     _refuse_stale(out, [s for s, f in zip(specs, finished) if f])
-    todo = sorted((s for s, f in zip(specs, finished) if not f), key=_cost, reverse=True)
+    return sorted((s for s, f in zip(specs, finished) if not f), key=_cost, reverse=True)
+
+
+def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, methods=None, seeds=None,
+              progress: bool = True, overrides=None) -> tuple[list[dict], list[dict]]:
+    """Run what is not finished yet of the preset (or the subsets given) into OUT; aggregate everything in OUT."""
+    specs = run_specs(preset, settings, methods, seeds, overrides)
+    todo = prepare(preset, out, specs, overrides)
     from tqdm import tqdm
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f'suite {preset.name}', unit='run',
                disable=not progress, smoothing=0.05)
@@ -243,7 +250,7 @@ def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, method
                 bar.update()
                 bar.set_postfix_str(f"{summary['setting']}/{summary['method']}/{summary['seed']}")
     bar.close()
-    return collect_results(out, specs)
+    return collect_results(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,15 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--list', action='store_true', help='print the runs and exit')
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
-    import yaml
-
     from mfpg_ros.core.config import load_config
-    overrides, tag = {}, ''
-    for item in args.set:
-        key, sep, value = item.partition('=')
-        if not sep or not key:
-            parser.error(f'--set expects KEY=VALUE, got {item!r}')
-        overrides[key], tag = yaml.safe_load(value), f'{tag}__{key}={value}'
+    from mfpg_ros.train_inprocess import parse_overrides
+    try:  # typed as `mfpg train-inprocess` types them (algo.lr=1e-3 is a float, not YAML's text)
+        overrides = parse_overrides(args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
+    tag = ''.join(f'__{item}' for item in args.set)
     for name in args.settings or ():
         if name not in SETTINGS:
             parser.error(f'unknown setting {name!r}; valid: {sorted(SETTINGS)}')
@@ -287,7 +292,12 @@ def main(argv: list[str] | None = None) -> int:
             print(s['setting'], s['method'], s['seed'], s['config']['iterations'], 'iterations of',
                   s['config']['algo']['hf_steps_per_iter'], 'HF steps')
         return 0
+    try:
+        todo = prepare(preset, out, specs, overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
     t0 = time.perf_counter()
     _, summaries = run_suite(preset, out, args.workers, args.settings, args.methods, args.seeds, overrides=overrides)
-    print(f'{len(summaries)} runs finished in {out} ({time.perf_counter() - t0:.0f} s this call)')
+    print(f'{len(todo)} runs made in {time.perf_counter() - t0:.0f} s; {out} holds {len(summaries)} finished runs '
+          f'(summary.csv, curves.csv; `mfpg bench report --out {out}` for the tables)')
     return 0
