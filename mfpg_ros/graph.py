@@ -142,6 +142,7 @@ def check_training(config: str, training: dict, run_dir: str, resume: str | None
     keys and values, the task with its fidelity variants (the HF one only where the twin plant runs it), and the run
     folder with the checkpoint to resume."""
     cfg = load_config(config, **training)
+    params_file_text(cfg)  # every value must fit a ROS parameter (a knob dict from a config file does not)
     check_variants(cfg, hifi=twin)
     check_start(run_dir, cfg, resume)
     return cfg
@@ -211,12 +212,13 @@ def _typed(key: str, hint, value):
             raise ValueError('expected a list of integers, e.g. [64, 64]')
         return [int(v) for v in value]
     kinds = typing.get_args(hint) or (hint,)
-    if isinstance(value, str) and str not in kinds:
+    if isinstance(value, str) and (str not in kinds or value.lstrip().startswith('{')):  # '{...}': a dict meant
         value = yaml.safe_load(value)
     if value is None:
         return math.nan if float in kinds else ''
     if isinstance(value, dict):
-        raise ValueError(f'{key}: a dict cannot be a ROS parameter; name a preset instead')
+        raise ValueError(f'{key}: a knob dict cannot be a ROS parameter, so the node graph takes a variant preset '
+                         'by name (mfpg train-inprocess takes dicts)')
     if bool in kinds:
         if not isinstance(value, bool):
             raise ValueError(f'{key} must be true or false, got {value!r}')

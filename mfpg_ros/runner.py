@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from mfpg_ros import graph
-from mfpg_ros.core.config import load_config
+from mfpg_ros.core.config import config_fields, load_config
 from mfpg_ros.core.run_folder import checkpoint_version, drop_rows_from, latest_checkpoint
 from mfpg_ros.node_process import NodeProcess, stop_all
 
@@ -48,8 +48,9 @@ def parse_args(argv):
     p.add_argument('--iterations', type=int, help='override the config iterations')
     p.add_argument('--target-return', type=float,
                    help='stop once the recent HF return reaches this (default: the config; nan: never early)')
-    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                   help='training config value (algo.lr=1e-3) or node parameter (learner.checkpoint_every=10); '
+    p.add_argument('--set', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+                   help='training config values (algo.lr=1e-3) or node parameters (learner.checkpoint_every=10), '
+                        'several after one --set or repeated; '
                         'learner.resume=RUN_DIR goes on from that run folder\'s newest checkpoint (give the same '
                         '--run-dir to continue it there)')
     p.add_argument('--lofi-workers', type=int, default=1, help='number of lofi_sim processes')
@@ -66,6 +67,9 @@ def split_assignments(assignments: list[str], node_names) -> tuple[dict, dict]:
         if not sep:
             raise ValueError(f'--set expects KEY=VALUE, got {item!r}')
         node, _, param = key.partition('.')
+        if node in node_names and param in config_fields():
+            raise ValueError(f'{key}: {param} is a training key, which every node shares: give it as '
+                             f'--set {param}={value}')
         if node in node_names and param:
             node_params.setdefault(node, {})[param] = value if param in PATH_PARAMETERS else yaml.safe_load(value)
         else:

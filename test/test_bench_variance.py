@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from mfpg_ros import train_inprocess
 from mfpg_ros.bench import variance
@@ -45,3 +46,11 @@ def test_variance_runs_at_a_checkpoints_policy(tmp_path, capsys):
     assert 0 < ratio < 1  # the cart-pole's paired replays are highly correlated (rho ~ 0.97 at the start)
     # without --setting the checkpoint's own task and variants are used (not the Hopper default)
     assert variance.main(['--checkpoint', str(ckpt), '--trials', '3', '--pool-steps', '50']) == 0
+    # what cannot give a variance, or does not fit the checkpoint, is refused by name before any sampling
+    for args, message in ((['--trials', '1'], '--trials must be >= 2'),
+                          (['--hf-steps', '0'], 'hf_steps_per_iter must be >= 1'),
+                          (['--task', 'Hoper-v5'], "unknown task 'Hoper-v5'"),
+                          (['--task', 'Hopper-v5'], 'holds a cartpole policy, not one for Hopper-v5')):
+        with pytest.raises(SystemExit):
+            variance.main(['--checkpoint', str(ckpt), *args])
+        assert message in capsys.readouterr().err

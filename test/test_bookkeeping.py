@@ -20,13 +20,16 @@ def _ep(n, fidelity, version=0, eid='', pair_of='', eps=None, qpos0=0.0, start=0
 def test_iteration_completes_only_with_hf_budget_pairs_and_pool():
     asm = IterationAssembler(hf_steps=10, pool_steps=20, need_paired=True)
     asm.add(_ep(6, HIFI, eid='a'))
+    assert asm.waiting_for() == ('HF steps of version 0 (6 of 10), LF replays of version 0 (1 of 1 missing), '
+                                 'LF pool steps of version 0 (0 of 20)')
     asm.add(_ep(4, HIFI, eid='b'))
     assert asm.hf_complete() and not asm.ready()
     asm.add(_ep(6, LOFI_PAIRED, pair_of='a'))
     asm.add(_ep(3, LOFI_PAIRED, pair_of='b'))  # LF may terminate earlier: shorter is fine
     assert asm.missing_pairs() == set() and not asm.ready()
+    assert asm.waiting_for() == 'LF pool steps of version 0 (0 of 20)'  # what the learner's diagnostics say
     asm.add(_ep(20, LOFI_POOL))
-    assert asm.ready()
+    assert asm.ready() and asm.waiting_for() == ''
     asm.add(_ep(5, HIFI, eid='over'))
     assert asm.dropped['hifi over budget'] == 1
     data = asm.take()
@@ -80,6 +83,7 @@ def test_matched_iteration_waits_for_each_segments_branches_and_verifies_them():
     for _ in range(3):
         asm.add(_ep(3, LOFI_POOL, pair_of='a', eps=np.zeros((3, 1))))
     assert asm.missing_branches() == {'b'} and not asm.ready()
+    assert asm.waiting_for() == 'LF branches of version 0 (1 of 2 HF segments short of 3)'
     asm.add(_ep(1, LOFI_POOL, pair_of='b'))
     asm.add(_ep(1, LOFI_POOL, pair_of='b', qpos0=0.5))  # not from b's s0
     asm.add(_ep(1, LOFI_POOL, pair_of='b', start=7))  # not from b's time-limit counter

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 import rclpy
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
@@ -174,13 +175,26 @@ def test_set_splits_config_values_from_node_parameters():
     assert overrides == {'algo.lr': 1e-3}
     assert node_params == {'learner': {'checkpoint_every': 10, 'resume': '20240501'},  # a path stays text
                            'twin_plant': {'mode': 'realtime'}}
+    # a training key for one node would split the graph's config (the learner waiting for LF data that never comes)
+    with pytest.raises(ValueError, match=r'algo.algorithm is a training key.*--set algo.algorithm=mf_ppo'):
+        runner.split_assignments(['learner.algo.algorithm=mf_ppo'], {'learner'})
 
 
 def test_cli_rejects_a_bad_key_before_starting_anything(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        runner.main(['--run-dir', str(tmp_path / 'run'), '--set', 'algo.nope=1'])
+    with pytest.raises(SystemExit) as exit_info:  # several values after one --set, as train-inprocess takes them
+        runner.main(['--run-dir', str(tmp_path / 'run'), '--set', 'algo.lr=1e-3', 'algo.nope=1'])
     assert exit_info.value.code == 2
     assert 'algo.nope' in capsys.readouterr().err
+    assert not (tmp_path / 'run').exists()
+    # a knob dict cannot be a ROS parameter: refused up front, from the command line or from a config file
+    with pytest.raises(SystemExit):
+        runner.main(['--run-dir', str(tmp_path / 'run'), '--set', 'hifi_variant={gravity: 2.0}'])
+    assert 'a knob dict cannot be a ROS parameter' in capsys.readouterr().err
+    config = tmp_path / 'dict.yaml'
+    config.write_text(yaml.safe_dump({'/**': {'ros__parameters': {'hifi_variant': {'gravity': 2.0}}}}))
+    with pytest.raises(SystemExit):
+        runner.main(['--run-dir', str(tmp_path / 'run'), '--config', str(config)])
+    assert 'a knob dict cannot be a ROS parameter' in capsys.readouterr().err
     assert not (tmp_path / 'run').exists()
 
 

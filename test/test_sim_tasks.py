@@ -145,11 +145,19 @@ def test_odrl_presets():
     np.testing.assert_allclose(np.degrees(walker.joint('thigh_left_joint').range), [-75, 0])
     cheetah = make_task('HalfCheetah-v5', 'halfcheetah_kinematic_hard').model
     np.testing.assert_allclose(cheetah.joint('fthigh').range, [-0.2, 0.14])
-    robots = {'hopper': 'Hopper-v5', 'walker2d': 'Walker2d-v5', 'halfcheetah': 'HalfCheetah-v5', 'cartpole': 'cartpole'}
+    robots = {'hopper': 'Hopper-v5', 'walker2d': 'Walker2d-v5', 'halfcheetah': 'HalfCheetah-v5', 'cartpole': 'cartpole',
+              'pendulum': 'InvertedPendulum-v5'}
     for preset in PRESETS:
         robot = preset.split('_')[0]
         for name in ([robots[robot]] if robot in robots else ['Hopper-v5', 'cartpole']):
             assert make_task(name, preset).model is not None, preset
+
+
+def test_every_benchmark_variant_has_a_preset_name():
+    """The node graph takes variants as ROS parameters, i.e. by name: every knob dict of a benchmark setting has one."""
+    from mfpg_ros.bench.settings import SETTINGS
+    dicts = [v for s in SETTINGS.values() for v in (s.hifi, s.lofi) if isinstance(v, dict)]
+    assert dicts and all(v in PRESETS.values() for v in dicts)
 
 
 def test_unknown_names_raise():

@@ -92,21 +92,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pairing', choices=PAIRINGS, default='paper', help='estimator.pairing of the MF learners')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.checkpoint and not args.setting:  # the task and variants the checkpoint's policy was trained on
-        saved = load_config(read_extra(args.checkpoint)['config'])
-        if args.task in (None, saved.task):
+    if args.trials < 2:
+        parser.error('--trials must be >= 2 (a variance needs two samples)')
+    algo = dict(hf_steps_per_iter=args.hf_steps, pool_envs=args.pool_envs, pool_steps_per_env=args.pool_steps)
+    try:
+        load_config({'algo': algo})  # the budgets, by their config names
+        saved = load_config(read_extra(args.checkpoint)['config']) if args.checkpoint else None
+        if saved is not None and not args.setting and args.task in (None, saved.task):  # the checkpoint's own
             args.task = saved.task
             args.hifi_variant = args.hifi_variant or saved.hifi_variant
             args.lofi_variant = args.lofi_variant or saved.lofi_variant
-    args.task = args.task or 'Hopper-v5'
-    if args.setting:
-        setting = SETTINGS[args.setting]
-        args.task, hifi_task, lofi_task = setting.task, make_task(setting.task, setting.hifi), \
-            make_task(setting.task, setting.lofi)
-    else:
-        hifi_task = make_task(args.task, args.hifi_variant or DEFAULT_SHIFT.get(args.task))
-        lofi_task = make_task(args.task, args.lofi_variant)
-    algo = dict(hf_steps_per_iter=args.hf_steps, pool_envs=args.pool_envs, pool_steps_per_env=args.pool_steps)
+        args.task = args.task or 'Hopper-v5'
+        if args.setting:
+            setting = SETTINGS[args.setting]
+            args.task, hifi_task, lofi_task = setting.task, make_task(setting.task, setting.hifi), \
+                make_task(setting.task, setting.lofi)
+        else:
+            hifi_task = make_task(args.task, args.hifi_variant or DEFAULT_SHIFT.get(args.task))
+            lofi_task = make_task(args.task, args.lofi_variant)
+        if saved is not None and saved.task != args.task:
+            raise ValueError(f'{args.checkpoint} holds a {saved.task} policy, not one for {args.task}')
+    except (ValueError, KeyError, OSError) as exc:
+        parser.error(str(exc))
     t0 = time.perf_counter()
     g, info = sample_gradients(hifi_task, lofi_task, algo, args.pairing, args.trials, args.seed, args.checkpoint)
     rhos, cs, kept = info['rho'], info['c'], info['kept']

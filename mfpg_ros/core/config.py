@@ -81,6 +81,10 @@ class PPOConfig:
 
     def __post_init__(self):
         self.target_kl = _optional(self.target_kl)
+        _require(self, 'algo.ppo.', clip_range=_positive, n_epochs=_at_least_one, minibatch_size=_at_least_one,
+                 gae_lambda=_unit, value_clip_range=_positive, pool_minibatch_size=_not_negative)
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ValueError(f'algo.ppo.target_kl must be > 0 (or null: no early stop), not {self.target_kl}')
         if self.cv_epochs < 0:
             raise ValueError(f'ppo.cv_epochs must be >= 0 (0: every epoch), not {self.cv_epochs}')
         if self.cv_clip not in ('plain', 'signed'):
@@ -131,6 +135,11 @@ class AlgoConfig:
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
+        _require(self, 'algo.', lr=_positive, gamma=_discount, max_grad_norm=_positive, vf_coef=_not_negative,
+                 adam_eps=_positive, hf_steps_per_iter=_at_least_one, pool_envs=_at_least_one,
+                 pool_steps_per_env=_at_least_one)
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f'algo.hidden must list one or more layer widths >= 1, not {list(self.hidden)}')
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f'algorithm {self.algorithm!r} is not one of {ALGORITHMS}')
         if self.clip_mode not in CLIP_MODES:
@@ -165,6 +174,8 @@ class TrainConfig:
     def __post_init__(self):
         self.hifi_variant, self.lofi_variant = _optional(self.hifi_variant), _optional(self.lofi_variant)
         self.target_return = _optional(self.target_return)
+        _require(self, '', seed=_not_negative, iterations=_at_least_one, eval_every=_not_negative,
+                 eval_episodes=_at_least_one)
         if isinstance(self.algo, dict):
             self.algo = _build(AlgoConfig, self.algo, 'algo')
 
@@ -188,6 +199,22 @@ def check_resumable(saved: dict, current: TrainConfig, path) -> None:
     differing = sorted(k for k in a.keys() | b.keys() if k.split('.')[0] not in RUN_CONTROL and a.get(k) != b.get(k))
     if differing:
         raise ValueError(f'{path} was saved under another config (differs in {", ".join(differing)})')
+
+
+# value rules: (test, what it asks for)
+_positive = (lambda v: v > 0, '> 0')
+_not_negative = (lambda v: v >= 0, '>= 0')
+_at_least_one = (lambda v: v >= 1, '>= 1')
+_unit = (lambda v: 0 <= v <= 1, 'in [0, 1]')
+_discount = (lambda v: 0 < v <= 1, 'in (0, 1]')
+
+
+def _require(config, prefix: str, **rules) -> None:
+    """ValueError naming the first field (dotted) whose value breaks its rule (NaN breaks every rule)."""
+    for name, (ok, wanted) in rules.items():
+        value = getattr(config, name)
+        if not ok(value):
+            raise ValueError(f'{prefix}{name} must be {wanted}, not {value!r}')
 
 
 def _optional(value):

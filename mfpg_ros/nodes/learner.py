@@ -209,7 +209,8 @@ class LearnerNode(Node):
         super().destroy_node()
 
     def diagnostics(self) -> dict:
-        return {'policy_version': self.learner.version, 'hf_total_steps': self.hf_total,
+        return {'policy_version': self.learner.version, 'waiting_for': self.assembler.waiting_for(),
+                'hf_total_steps': self.hf_total,
                 'hf_steps_waiting': self.assembler.data.steps('hifi'),
                 'pool_steps_waiting': self.assembler.data.steps('pool'),
                 'pairs_missing': len(self.assembler.missing_pairs()), 'lofi_timeouts': self.lofi_timeouts,

@@ -59,6 +59,12 @@ PRESETS: dict[str, dict] = {
     'cartpole_pole_mass_1.5': {'mass': {'pole': 1.5}},
     'cartpole_cart_friction': {'frictionloss': {'cart_slider': 0.3}},
     'cartpole_twin': {'mass': {'pole': 1.5}, 'frictionloss': {'cart_slider': 0.3}},
+    # the other benchmark settings' HF variants, by name: a ROS parameter holds a name, not a knob dict
+    'cartpole_heavy': {'mass': {'pole': 3.0}, 'frictionloss': {'cart_slider': 1.0}},
+    'pendulum_gravity_1.2': {'gravity': 1.2},
+    'pendulum_gravity_2.0': {'gravity': 2.0},
+    'pendulum_pole_mass_5.0': {'mass': {'pole': 5.0}},
+    'pendulum_gain_0.5': {'actuator_gain': 0.5},
 }
 
 
