@@ -15,10 +15,13 @@ class NodeProcess:
         self.name, self.argv, self.env, self.log_path = name, list(argv), env, Path(log_path)
         self.proc: subprocess.Popen | None = None
         self.killed = False  # needed SIGKILL (may leak Fast DDS shared memory)
+        self.log_start = 0  # where this start's part of the log begins
 
     def start(self) -> 'NodeProcess':
+        """Start the node; its output goes to the end of its log (a resumed run keeps its first part's lines)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, 'w') as log:
+        with open(self.log_path, 'a') as log:
+            self.log_start = log.tell()
             log.write(f'$ {shlex.join(self.argv)}\n')
             log.flush()
             # Own session: a terminal Ctrl-C reaches only the parent, which then stops each node exactly once.
@@ -59,8 +62,11 @@ class NodeProcess:
             return self.proc.wait()
 
     def _log(self) -> list[str]:
+        """This start's lines of the log."""
         try:
-            return self.log_path.read_text(errors='replace').splitlines()
+            with open(self.log_path, 'rb') as log:
+                log.seek(self.log_start)
+                return log.read().decode(errors='replace').splitlines()
         except OSError:
             return []
 

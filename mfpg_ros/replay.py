@@ -143,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--signing-key-file', help='verify signatures with this key (default: $MFPG_SIGNING_KEY)')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if os.path.isfile(os.path.join(args.bag, 'bag', 'metadata.yaml')):  # a run folder: its recording
+    if os.path.isfile(os.path.join(args.bag, 'bag', 'metadata.yaml')):  # a run folder: its (first) recording
+        later = sorted(p.parent.name for p in Path(args.bag).glob('bag_*/metadata.yaml'))
+        if later:  # a run resumed in its own folder records each part on its own
+            print(f'{args.bag} holds more recordings (resumed parts): {", ".join(later)}; replaying the first, '
+                  f'bag (mfpg replay {os.path.join(args.bag, later[0])} for the next)')
         args.bag = os.path.join(args.bag, 'bag')
     if not os.path.isdir(args.bag):
         parser.error(f'{args.bag} is not a folder (a rosbag2 folder: <run_dir>/bag)')

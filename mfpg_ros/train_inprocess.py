@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 
 import yaml
 
@@ -27,6 +28,11 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def json_line(metrics: dict) -> str:
+    """Standard JSON (for jq, other languages): a value that is not a finite number (no HF return yet) is null."""
+    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='mfpg train-inprocess', description=__doc__)
     parser.add_argument('--config', default=None, help='training YAML (default: the package config/train.yaml)')
@@ -42,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.save_every < 1:
         parser.error('--save-every must be >= 1')
+    if args.save and os.path.exists(args.save) and not (args.resume and os.path.exists(args.resume)
+                                                        and os.path.samefile(args.save, args.resume)):
+        parser.error(f'{args.save} exists: another run would be overwritten (choose another --save, delete it, or '
+                     'continue it with --resume and the same --save)')
     total = {} if args.iterations is None else {'iterations': args.iterations}
     try:
         if args.resume:
@@ -60,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def show(m: dict) -> None:
         if args.json:
-            print(json.dumps(m), flush=True)
+            print(json_line(m), flush=True)
         elif 'eval_return' in m or m['iteration'] % 10 == 0:
             ev = f" eval {m['eval_return']:.1f}" if 'eval_return' in m else ''
             ret = '' if math.isnan(m['hf_return']) else f" hf_return {m['hf_return']:.1f}"

@@ -104,6 +104,18 @@ def test_set_overrides_every_run_and_names_the_folder(tmp_path, capsys, monkeypa
     assert 'holds runs made with other --set overrides' in capsys.readouterr().err
 
 
+def test_one_suite_call_at_a_time_per_folder(tmp_path, capsys):
+    from mfpg_ros.bench import suite
+    out = tmp_path / 'out'
+    args = ['--preset', 'smoke', '--out', str(out), '--settings', 'cartpole_twin', '--methods', 'reinforce',
+            '--seeds', '0']
+    with suite.claim(out):  # as if another call were running into it
+        with pytest.raises(SystemExit):
+            suite.main(args)
+    assert 'another mfpg bench suite is running into' in capsys.readouterr().err
+    assert not (out / 'runs').exists()
+
+
 def test_suite_set_values_are_typed_as_the_trainers_type_them(monkeypatch, tmp_path):
     from mfpg_ros.bench import suite
     monkeypatch.chdir(tmp_path)

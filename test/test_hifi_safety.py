@@ -12,6 +12,8 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 from rclpy.executors import SingleThreadedExecutor
 from ros_helpers import EFFORT, TASK, TWIN, check_watchdog_reaction, node_args, weights_msg
 from std_msgs.msg import Bool, Float64MultiArray, String, UInt8MultiArray
@@ -40,9 +42,12 @@ def test_estop_latches_survives_new_weights_and_reset_releases(server):
     assert server.step() is not None
     server.publish('estop', Bool(data=True), qos=10)
     server.probe.wait_until(lambda: list(server.commands[-1].data) == [0.0], 5, 'e-stop zero command')
+    n = len(server.commands)
     assert server.step(expect_action=False) is None
     server.publish('policy/weights', weights_msg(1))
     assert server.step(expect_action=False) is None
+    assert server.step(expect_action=False) is None  # 0.9 s of observations, 9 watchdog timeouts: silence
+    assert len(server.commands) == n  # the e-stop's one safe command, then nothing (no watchdog commands either)
     result = service(server.probe, Trigger, 'estop_reset', Trigger.Request())
     assert result.success
     server.wait_acting(1)  # acting again, with the weights received while stopped
@@ -111,6 +116,26 @@ def test_inactive_policy_server_never_commands(server):
     assert len(server.commands) == n + 1
     server.probe.wait_until(  # the cleaned-up subscription leaves the graph; a doubled one would stay
         lambda: server.probe.node.count_subscribers(server.probe.resolve('hifi/observation')) == 1, 5, 'one reader')
+    # parameters are read at start: a change at run time is refused, not reported as set and ignored
+    request = SetParameters.Request(parameters=[Parameter('command_scale', value=0.01).to_parameter_msg()])
+    result = service(server.probe, SetParameters, 'policy_server/set_parameters', request).results[0]
+    assert not result.successful and 'read their parameters at start' in result.reason
+    # shut down while active: finalized, the safe command, then silence (it used to keep commanding)
+    assert service(server.probe, ChangeState, change, ChangeState.Request(
+        transition=Transition(id=Transition.TRANSITION_ACTIVE_SHUTDOWN))).success
+    server.probe.wait_until(lambda: list(server.commands[-1].data) == [0.0], 5, 'the safe command on shutdown')
+    n = len(server.commands)
+    assert server.step(expect_action=False) is None and server.step(expect_action=False) is None
+    assert len(server.commands) == n
+    state = service(server.probe, GetState, 'policy_server/get_state', GetState.Request())
+    assert state.current_state.label == 'finalized'
+
+
+def test_a_bad_policy_server_parameter_stops_it_with_its_name(spawn, probe):
+    """rclpy's lifecycle swallows an error in configure: the node checks its parameters itself, up front."""
+    proc = spawn('policy_server', node_args(safe_command='bogus'))
+    probe.wait_until(lambda: proc.poll() is not None, 60, 'policy_server to refuse to start')
+    assert proc.poll() != 0 and "safe_command must be 'hold' or 'zero', not 'bogus'" in proc.log_tail(40)
 
 
 def test_another_plant_wiring_trains_with_hifi_interface_unchanged(spawn, probe):

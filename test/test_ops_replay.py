@@ -1,6 +1,7 @@
 """`mfpg replay`: the learner re-run on a bag lands exactly on the recorded weights -- for a synthetic bag written
 through the same BagWriter (including an LF-timeout iteration), and for a bag recorded from a real graph run."""
 import json
+import shutil
 
 import torch
 import yaml
@@ -64,6 +65,10 @@ def test_replay_of_a_synthetic_bag_is_exact(tmp_path, capsys):
 
     assert main([str(bag)]) == 0  # the config comes from the bag
     assert capsys.readouterr().out.splitlines()[-1] == 'replay_max_weight_diff: 0'
+    shutil.copytree(bag, tmp_path / 'bag_20260101-000000')  # as a run resumed in its folder leaves it
+    assert main([str(tmp_path)]) == 0  # a run folder: its first recording, and the others named
+    out = capsys.readouterr().out
+    assert 'holds more recordings (resumed parts): bag_20260101-000000' in out and out.endswith('diff: 0\n')
     other = tmp_path / 'other.yaml'
     other.write_text(yaml.safe_dump({**cfg.to_dict(), 'algo': {**cfg.to_dict()['algo'], 'lr': 1e-3}}))
     assert main([str(bag), '--config', str(other)]) == 1  # another learning rate: the replay notices

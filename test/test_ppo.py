@@ -306,7 +306,11 @@ def test_metrics_trimming_and_skip():
     skipped = learner.update(*_toy_data(hf_lens=(10, 5), lf_lens=(10, 5)))
     assert skipped['skipped'] == 1.0 and torch.equal(before, _weights(learner)) and learner.version == 2
     assert set(skipped) == set(m)  # one metric schema whatever happens (CSV columns)
-    assert set(PPOLearner(_cfg('ppo'), TOY, 0).update(_toy_data()[0])) == set(m)
+    control_variate = {'c', 'c_last', 'rho', 'sigma_h', 'sigma_l', 'rho_ema', 'lf_clip_fraction', 'var_without_cv',
+                       'var_with_cv', 'var_ratio', 'n_pairs', 'n_pool'}
+    plain = PPOLearner(_cfg('ppo'), TOY, 0)  # HF-only, as the REINFORCE learner: no control-variate statistics
+    schema = set(plain.update(_toy_data()[0]))
+    assert schema == set(plain.update(_toy_data(hf_lens=(10, 5))[0])) == set(m) - control_variate  # skipped too
 
 
 def test_negative_rho_clamps_and_target_kl_stops_early():
@@ -342,9 +346,9 @@ def test_config_and_factory():
 @pytest.mark.parametrize('key, value, message', [
     ('algo.hf_steps_per_iter', -5, r'algo.hf_steps_per_iter must be >= 1, not -5'),
     ('algo.pool_envs', 0, r'algo.pool_envs must be >= 1'),
-    ('algo.gamma', 1.5, r'algo.gamma must be in \(0, 1\]'),
+    ('algo.gamma', 1.5, r'algo.gamma must be in \[0, 1\]'),
     ('algo.lr', float('nan'), r'algo.lr must be > 0, not nan'),
-    ('algo.hidden', [64, 0], r'algo.hidden must list one or more layer widths'),
+    ('algo.hidden', [64, 0], r'algo.hidden must list layer widths >= 1'),
     ('algo.ppo.n_epochs', 0, r'algo.ppo.n_epochs must be >= 1'),
     ('algo.ppo.minibatch_size', 0, r'algo.ppo.minibatch_size must be >= 1'),
     ('algo.ppo.clip_range', -1, r'algo.ppo.clip_range must be > 0'),

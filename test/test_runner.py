@@ -3,12 +3,14 @@ rclpy parses them, supervision with fake node processes, and (once the nodes exi
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -19,6 +21,7 @@ from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from mfpg_ros import graph, runner
+from mfpg_ros.node_process import NodeProcess
 from mfpg_ros.core.config import TrainConfig, load_config
 
 NODE_MODULES = [f'mfpg_ros.nodes.{n}' for n in (*graph.TRAINING_NODES, 'twin_plant')]
@@ -253,6 +256,16 @@ def _assert_no_children():
             if p.status() != psutil.STATUS_ZOMBIE and not is_helper(p)] == []
 
 
+def test_a_restarted_node_appends_to_its_log_and_reads_back_its_own_part(tmp_path):
+    log = tmp_path / 'logs' / 'node.log'
+    for word in ('first', 'second'):
+        proc = NodeProcess('node', [sys.executable, '-c', f'print("{word}", "ran" + "!")'], {}, log).start()
+        assert proc.wait_or_kill(time.monotonic() + 30) == 0
+        assert proc.log_lines('ran!') == [f'{word} ran!'] and ('first' in proc.log_tail()) == (word == 'first')
+    text = log.read_text()
+    assert text.count('$ ') == 2 and text.index('first ran!') < text.index('second ran!')  # nothing lost
+
+
 def test_spawn_and_probe_fixtures(fake_node, spawn, probe):
     echo = spawn(fake_node, ['--ros-args', '-r', '__node:=echo', '-r', '__ns:=/fake'], name='echo')
     probe.wait_for_nodes(['/fake/echo'], timeout=30, check=lambda: echo.poll() is None or pytest.fail('echo died'))
@@ -307,6 +320,7 @@ INTERRUPTED_RUNNER = '''
 import signal, sys
 from pathlib import Path
 from mfpg_ros import graph, runner
+from mfpg_ros.node_process import NodeProcess
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as `mfpg train` does
 specs = [graph.NodeSpec(name=n, executable=sys.argv[1], namespace='fake') for n in ('idler', 'other_idler')]
 sys.exit(runner.run_graph(specs, Path(sys.argv[2]), runner.child_env(), timeout=60)[0])
@@ -403,6 +417,19 @@ def test_train_inprocess_takes_every_set_and_refuses_bad_ones(tmp_path, capsys):
     assert saved['lofi_variant'] == {'gravity': 1.2}  # knobs, in-process only
     assert train_inprocess.main(['--resume', str(ckpt), '--set', 'eval_every=1', '--iterations', '2']) == 0
     assert 'eval' in capsys.readouterr().out  # run control changes on resume
+    with pytest.raises(SystemExit):  # a new run does not overwrite another's checkpoint
+        train_inprocess.main(['--iterations', '1', '--save', str(ckpt)])
+    assert 'exists: another run would be overwritten' in capsys.readouterr().err
+    assert train_inprocess.main(['--resume', str(ckpt), '--iterations', '2', '--save', str(ckpt)]) == 0  # its own
+    from mfpg_ros.core.run_folder import checkpoint_version
+    assert checkpoint_version(ckpt) == 2
+    assert train_inprocess.main(['--set', 'algo.pool_steps_per_env=20', '--iterations', '1', '--json']) == 0
+    def refuse(constant):
+        raise AssertionError(f'{constant} is not standard JSON')
+    row = json.loads(capsys.readouterr().out.splitlines()[-1], parse_constant=refuse)
+    assert row['iteration'] == 0 and 'hf_return' in row
+    assert json.loads(train_inprocess.json_line({'hf_return': math.nan, 'x': 1.5}), parse_constant=refuse) == {
+        'hf_return': None, 'x': 1.5}  # no finished HF episode yet: null, not NaN
     node_ckpt = tmp_path / 'run' / 'checkpoints' / 'learner_000000.safetensors'
     from mfpg_ros.core.checkpoint import save_checkpoint
     from mfpg_ros.core.learners import make_learner
@@ -487,3 +514,9 @@ def test_a_run_folder_holds_one_run(tmp_path):
         check_start(tmp_path / 'b', cfg, tmp_path / 'a')
     with pytest.raises(ValueError, match='holds a run already'):
         check_start(tmp_path / 'b', cfg, None)
+    other = load_config(graph.share_file('config', 'train.yaml'), **{'algo.lr': 0.5})
+    with pytest.raises(ValueError, match=r'differs in algo.lr\); resume with the config it was saved under$'):
+        check_start(tmp_path / 'c', other, tmp_path / 'a')
+    (tmp_path / 'a' / 'config.yaml').write_text(graph.params_file_text(cfg))  # as mfpg train leaves a run folder
+    with pytest.raises(ValueError, match=r'resume with the config it was saved under \(--config .*a/config.yaml\)'):
+        check_start(tmp_path / 'c', other, tmp_path / 'a')

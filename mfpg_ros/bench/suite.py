@@ -17,7 +17,9 @@ A re-run skips the finished runs, but only those whose config.yaml holds the con
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import json
 import math
 import os
@@ -163,6 +165,22 @@ def _config_changes(stored: dict, now: dict) -> list[str]:
     return [f'{k}: {a.get(k)} -> {b.get(k)}' for k in sorted(a.keys() | b.keys()) if not same(a.get(k), b.get(k))]
 
 
+class Refused(ValueError):
+    """OUT cannot take this call's runs (the message says why)."""
+
+
+@contextlib.contextmanager
+def claim(out: Path):
+    """Hold OUT for one suite call at a time (two calls would run the same runs into the same folders)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / '.suite.lock', 'w') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Refused(f'another mfpg bench suite is running into {out}; wait for it or use another --out') from None
+        yield
+
+
 def _refuse_stale(out: Path, done: list[dict]) -> None:
     """A finished run is reused only if it was made with the config this code would run now (defaults included):
     results of an older default must not pass for the current one."""
@@ -174,7 +192,7 @@ def _refuse_stale(out: Path, done: list[dict]) -> None:
         stored = ((yaml.safe_load(config.read_text()) if config.exists() else None) or {}).get('config', {})
         changes = _config_changes(stored, _plain(load_config(spec['config']).to_dict()))
         if changes:
-            raise ValueError(f'{run_dir(out, spec)} was run with another config ({"; ".join(changes[:3])}): '
+            raise Refused(f'{run_dir(out, spec)} was run with another config ({"; ".join(changes[:3])}): '
                              'the code or its defaults changed since; use another --out or delete the old runs')
 
 
@@ -219,7 +237,7 @@ def prepare(preset: Preset, out: Path, specs: list[dict], overrides=None) -> lis
     overrides, record = dict(overrides or {}), out / f'suite_{preset.name}.json'
     earlier = json.loads(record.read_text()) if record.exists() else {}
     if earlier and earlier.get('overrides', {}) != overrides and any(out.glob('runs/*/*/seed*/summary.json')):
-        raise ValueError(f'{out} holds runs made with other --set overrides ({earlier.get("overrides")}, see '
+        raise Refused(f'{out} holds runs made with other --set overrides ({earlier.get("overrides")}, see '
                          f'{record}); use another --out')
     merged = {key: sorted({*earlier.get(key, []), *(spec[key[:-1]] for spec in specs)})
               for key in ('settings', 'methods', 'seeds')}
@@ -233,10 +251,16 @@ def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, method
               progress: bool = True, overrides=None) -> tuple[list[dict], list[dict]]:
     """Run what is not finished yet of the preset (or the subsets given) into OUT; aggregate everything in OUT."""
     specs = run_specs(preset, settings, methods, seeds, overrides)
-    todo = prepare(preset, out, specs, overrides)
+    with claim(out):
+        todo = prepare(preset, out, specs, overrides)
+        _run(todo, out, len(specs), workers, progress, preset.name)
+    return collect_results(out)
+
+
+def _run(todo: list[dict], out: Path, total: int, workers: int, progress: bool, name: str) -> None:
     from tqdm import tqdm
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f'suite {preset.name}', unit='run',
-               disable=not progress, smoothing=0.05)
+    bar = tqdm(total=total, initial=total - len(todo), desc=f'suite {name}', unit='run', disable=not progress,
+               smoothing=0.05)
     jobs = [(spec, str(out)) for spec in todo]
     if workers <= 1:
         for job in jobs:
@@ -250,7 +274,6 @@ def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, method
                 bar.update()
                 bar.set_postfix_str(f"{summary['setting']}/{summary['method']}/{summary['seed']}")
     bar.close()
-    return collect_results(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,12 +315,14 @@ def main(argv: list[str] | None = None) -> int:
             print(s['setting'], s['method'], s['seed'], s['config']['iterations'], 'iterations of',
                   s['config']['algo']['hf_steps_per_iter'], 'HF steps')
         return 0
-    try:
-        todo = prepare(preset, out, specs, overrides)
-    except ValueError as exc:
-        parser.error(str(exc))
     t0 = time.perf_counter()
-    _, summaries = run_suite(preset, out, args.workers, args.settings, args.methods, args.seeds, overrides=overrides)
+    try:
+        with claim(out):
+            todo = prepare(preset, out, specs, overrides)  # refused here with a clean message, before any run
+        _, summaries = run_suite(preset, out, args.workers, args.settings, args.methods, args.seeds,
+                                 overrides=overrides)
+    except Refused as exc:
+        parser.error(str(exc))
     print(f'{len(todo)} runs made in {time.perf_counter() - t0:.0f} s; {out} holds {len(summaries)} finished runs '
           f'(summary.csv, curves.csv; `mfpg bench report --out {out}` for the tables)')
     return 0

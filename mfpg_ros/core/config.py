@@ -135,11 +135,11 @@ class AlgoConfig:
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
-        _require(self, 'algo.', lr=_positive, gamma=_discount, max_grad_norm=_positive, vf_coef=_not_negative,
+        _require(self, 'algo.', lr=_positive, gamma=_unit, max_grad_norm=_positive, vf_coef=_not_negative,
                  adam_eps=_positive, hf_steps_per_iter=_at_least_one, pool_envs=_at_least_one,
                  pool_steps_per_env=_at_least_one)
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f'algo.hidden must list one or more layer widths >= 1, not {list(self.hidden)}')
+        if any(width < 1 for width in self.hidden):  # () is a linear policy
+            raise ValueError(f'algo.hidden must list layer widths >= 1, not {list(self.hidden)}')
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f'algorithm {self.algorithm!r} is not one of {ALGORITHMS}')
         if self.clip_mode not in CLIP_MODES:
@@ -206,7 +206,6 @@ _positive = (lambda v: v > 0, '> 0')
 _not_negative = (lambda v: v >= 0, '>= 0')
 _at_least_one = (lambda v: v >= 1, '>= 1')
 _unit = (lambda v: 0 <= v <= 1, 'in [0, 1]')
-_discount = (lambda v: 0 < v <= 1, 'in (0, 1]')
 
 
 def _require(config, prefix: str, **rules) -> None:

@@ -91,9 +91,12 @@ class PPOLearner:
         batch, stats = self._batch(hifi, paired, pool, self.coef)
         skip = len(batch.hf) <= self.cfg.estimator.min_aligned_steps
         metrics = {**(_SKIPPED if skip else self._optimise(batch)), **stats}  # the batch's statistics over defaults
-        if self.cfg.estimator.pairing == 'matched':  # c comes from segment gradients: no surrogate rho, no LF ratios
-            for key in _PAPER_PAIRING_ONLY:
-                metrics.pop(key)
+        if self.cfg.algorithm == 'ppo':  # HF-only, as the REINFORCE learner: no control-variate statistics at all
+            dropped = _CONTROL_VARIATE_ONLY
+        else:  # matched: c comes from segment gradients, so no surrogate rho and no LF ratios
+            dropped = _PAPER_PAIRING_ONLY if self.cfg.estimator.pairing == 'matched' else ()
+        for key in dropped:
+            metrics.pop(key, None)
         return metrics
 
     def policy_gradient(self, hifi, paired=(), pool=(), first_minibatch: bool = False) -> tuple[torch.Tensor, dict]:
@@ -336,3 +339,5 @@ _SKIPPED = {'skipped': 1.0, 'policy_loss': float('nan'), 'value_loss': float('na
             'c': 0.0, 'c_last': 0.0, 'rho': 0.0, 'sigma_h': 0.0, 'sigma_l': 0.0, 'rho_ema': 0.0,
             'var_without_cv': 0.0, 'var_with_cv': 0.0, 'var_ratio': 1.0, 'n_updates': 0, 'epochs': 0}
 _PAPER_PAIRING_ONLY = ('rho', 'sigma_h', 'sigma_l', 'rho_ema', 'lf_clip_fraction')
+_CONTROL_VARIATE_ONLY = (*_PAPER_PAIRING_ONLY, 'c', 'c_last', 'var_without_cv', 'var_with_cv', 'var_ratio', 'n_pairs',
+                         'n_pool')

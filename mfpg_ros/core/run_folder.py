@@ -66,7 +66,12 @@ def check_start(run_dir: str | Path | None, cfg: TrainConfig, resume: str | Path
         meta = checkpoint_metadata(path)
         extra = json.loads(meta.get('extra', '{}'))
         if 'config' in extra:
-            check_resumable(extra['config'], cfg, path)
+            try:
+                check_resumable(extra['config'], cfg, path)
+            except ValueError as exc:
+                saved = Path(path).parent.parent / 'config.yaml'  # a learner's checkpoints sit in <run>/checkpoints
+                raise ValueError(f'{exc}; resume with the config it was saved under'
+                                 + (f' (--config {saved})' if saved.is_file() else '')) from None
         version = int(meta['version'])
     if run_dir:
         versions = checkpoint_versions(run_dir)

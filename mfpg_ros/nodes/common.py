@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import array
 import collections
+import faulthandler
 import os
+import signal
 import sys
 from typing import Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
@@ -164,16 +167,26 @@ def warn_unknown_parameters(node: Node) -> list[str]:
     return unknown
 
 
+def refuse_parameter_changes(parameters) -> SetParametersResult:
+    """Every node reads its parameters once, at start: a change at run time would be reported as set and have no
+    effect (a lower command_scale that the robot never sees), so it is refused, saying so."""
+    names = ', '.join(p.name for p in parameters)
+    return SetParametersResult(successful=False, reason=f'{names}: mfpg_ros nodes read their parameters at start; '
+                                                        'restart the node (or the graph) with the new value')
+
+
 def run(node_factory: Callable[[], Node], args=None, executor_class: type[Executor] = LeanExecutor) -> None:
     """Standard node main: init, spin until Ctrl-C or shutdown, clean up. A node with async callbacks needs
     rclpy's own executor (executor_class=SingleThreadedExecutor); MFPG_EXECUTOR=rclpy selects it for every node."""
     if os.environ.get('MFPG_EXECUTOR', 'lean') == 'rclpy':
         executor_class = SingleThreadedExecutor
+    faulthandler.enable()  # a crash below Python (segfault, abort) leaves every thread's Python stack in the log
     rclpy.init(args=sys.argv if args is None else args)
     node = None
     try:
         node = node_factory()
         warn_unknown_parameters(node)
+        node.add_on_set_parameters_callback(refuse_parameter_changes)
         executor = executor_class()
         executor.add_node(node)
         executor.spin()
@@ -183,6 +196,9 @@ def run(node_factory: Callable[[], Node], args=None, executor_class: type[Execut
         if rclpy.ok():
             raise
     finally:
+        # A terminal's Ctrl-C under ros2 launch reaches a node twice (from the terminal and from launch): the second
+        # must not break off the clean-up (a bag's metadata written on the way out, a pool thread joined).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -6,9 +6,11 @@ The action, eps, command and policy version go back to hifi_interface so the epi
 low-fidelity replays of the same noise. A safe command (below) is reported too, under SAFE_COMMAND_SEQ: the
 plant moved outside any recorded step, and hifi_interface drops the open segment.
 
-Lifecycle: configure (contract, weights subscription), activate (start commanding), deactivate (send the safe
-command once, then stay silent). Safety: stale-observation watchdog, software e-stop (latched `estop` Bool topic,
-`estop_reset` Trigger service), weights under another contract refused. None of this replaces the hardware e-stop.
+Lifecycle: configure (contract, weights subscription; done at start, where a bad parameter stops the node with its
+name), activate (start commanding), deactivate and shutdown (send the safe command once, then stay silent). Safety:
+stale-observation watchdog, software e-stop (latched `estop` Bool topic, `estop_reset` Trigger service: one safe
+command, then silence until reset), weights under another contract refused. None of this replaces the hardware
+e-stop. Parameters are read at start; a change at run time is refused (nodes/common.py).
 
 Time: the watchdog runs on the steady clock, never on the node clock: under use_sim_time a lock-step plant's sim
 time stops exactly when observations stop (nothing commands the next step), so a sim-time watchdog would never
@@ -41,7 +43,7 @@ class PolicyServer(LifecycleNode):
         self.cfg = declare_config(self)
         self.params = {name: self.declare_parameter(name, default).value for name, default in (
             ('command_topic', 'effort_controller/commands'), ('deterministic', False), ('autostart', True),
-            ('watchdog_timeout_s', 0.1), ('safe_command', 'hold'), ('max_command_rate', float('inf')),
+            ('watchdog_timeout_s', 0.1), ('safe_command', 'zero'), ('max_command_rate', float('inf')),
             ('command_scale', 1.0), ('command_on_idle', False))}
         self.key = signing_key(self)
         self.rejections = Rejections(self)
@@ -52,12 +54,31 @@ class PolicyServer(LifecycleNode):
         Diagnostics(self, self.diagnostics, level=self.health, rejections=self.rejections)
         self.create_subscription(Bool, 'estop', self.on_estop, CONTROL)  # in every lifecycle state
         self.create_service(Trigger, 'estop_reset', self.on_estop_reset)
+        self.configure_checked()  # a bad parameter stops the node here, with its message (not a silent failure)
         self.trigger_configure()  # configured, a lifecycle node commands nothing until it is activated
         if self.params['autostart']:
             self.trigger_activate()
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
+    def configure_checked(self) -> None:
+        """What configure builds from the parameters, built once up front: ValueError naming a bad one."""
+        p = self.params
+        if p['safe_command'] not in ('hold', 'zero'):
+            raise ValueError(f"safe_command must be 'hold' or 'zero', not {p['safe_command']!r}")
+        for name in ('watchdog_timeout_s', 'command_scale', 'max_command_rate'):
+            if not p[name] > 0:
+                raise ValueError(f'{name} must be > 0, not {p[name]}')
+        self.resolve_topic_name(p['command_topic'])  # an invalid topic name raises here
+        make_task(self.cfg.task)
+
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            return self._configure()
+        except Exception as exc:  # noqa: BLE001 - rclpy's lifecycle swallows it: say why configure failed
+            self.get_logger().error(f'configure failed: {type(exc).__name__}: {exc}')
+            return TransitionCallbackReturn.FAILURE
+
+    def _configure(self) -> TransitionCallbackReturn:
         p = self.params
         task = make_task(self.cfg.task)
         self.contract, self.effort_per_action = task.contract, task.effort_per_action
@@ -96,6 +117,15 @@ class PolicyServer(LifecycleNode):
         self.send_safe()  # last word before going silent
         self.active = False
         return super().on_deactivate(state)
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        """Finalized from any state: an active server sends its safe command and goes silent, as on deactivate."""
+        if self.active:
+            self.on_deactivate(state)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        return self.on_shutdown(state)
 
     # ---- inputs --------------------------------------------------------------------------------------------
     def on_weights(self, msg: UInt8MultiArray) -> None:
@@ -150,7 +180,7 @@ class PolicyServer(LifecycleNode):
         cost a callback every few control periods) and reacts at the timeout, not up to a check period later.
         Disarmed, it looks once a timeout."""
         timeout = self.params['watchdog_timeout_s']
-        if not self.active or self.stale or self.idle or self.last_obs_time is None:
+        if not self.active or self.estopped or self.stale or self.idle or self.last_obs_time is None:
             self.watchdog_in(timeout)
             return
         remaining = self.last_obs_time + timeout - time.monotonic()
