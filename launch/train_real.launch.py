@@ -18,6 +18,12 @@ from launch_ros.substitutions import FindPackageShare
 from mfpg_ros import graph
 
 GAZEBO_PACKAGES = ('ros_gz_sim', 'ros_gz_bridge', 'gz_ros2_control')
+CONFIG_ARGUMENTS = {  # training config keys settable as launch arguments
+    'task': 'task name',
+    'hifi_variant': "the HF plant's variant preset (nominal: the task's own model); the twin plant runs it",
+    'lofi_variant': "the LF simulator's variant preset (nominal: the task's own model)",
+    'iterations': 'iterations to train',
+}
 
 
 def gazebo_hook(context, namespace):
@@ -44,7 +50,7 @@ def nodes_from_graph(context):
         return LaunchConfiguration(name).perform(context).strip()
 
     hardware, namespace = arg('hardware'), arg('namespace')
-    overrides = {'task': arg('task')} if arg('task') else {}
+    overrides = {key: graph.config_value(key, arg(key)) for key in CONFIG_ARGUMENTS if arg(key)}
     resume = {'learner': {'resume': arg('resume')}} if arg('resume') else {}
     specs = graph.build_graph(hardware=hardware, namespace=namespace, config=arg('config') or None,
                               run_dir=arg('run_dir') or None, overrides=overrides, record=arg('record') == 'true',
@@ -53,7 +59,9 @@ def nodes_from_graph(context):
     for spec in specs:
         actions.append(Node(
             package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
-            parameters=[*spec.params_files, spec.overrides], remappings=list(spec.remappings), output='screen',
+            # the overrides as a file keyed by the node's full name (not a dict, which launch_ros writes under /**):
+            # so they beat a node's own section of config:=, as in `mfpg train`
+            parameters=[*spec.params_files, spec.write_overrides()], remappings=list(spec.remappings), output='screen',
             emulate_tty=True, on_exit=Shutdown(reason=f'{spec.name} exited') if spec.required else None))
     run_dir = next(s.overrides['run_dir'] for s in specs if s.name == 'learner')
     return [LogInfo(msg=f'mfpg_ros: {hardware} graph, run folder {run_dir}'), *actions]
@@ -63,7 +71,8 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument('hardware', default_value='twin', choices=list(graph.HARDWARE),
                               description='twin: MuJoCo twin plant; gazebo: Gazebo (gz_ros2_control); real: robot'),
-        DeclareLaunchArgument('task', default_value='', description='task name (default: the config file)'),
+        *(DeclareLaunchArgument(key, default_value='', description=f'{text} (default: the config file)')
+          for key, text in CONFIG_ARGUMENTS.items()),
         DeclareLaunchArgument('config', default_value=graph.share_file('config', 'train.yaml'),
                               description='training params file'),
         DeclareLaunchArgument('namespace', default_value='', description='namespace of the whole graph'),

@@ -12,7 +12,8 @@ import pytest
 from mfpg_ros import graph
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'train_real.launch.py'
-ARGUMENTS = {'hardware', 'task', 'config', 'namespace', 'run_dir', 'resume', 'record', 'sigterm_timeout'}
+ARGUMENTS = {'hardware', 'task', 'hifi_variant', 'lofi_variant', 'iterations', 'config', 'namespace', 'run_dir',
+             'resume', 'record', 'sigterm_timeout'}
 
 
 def _ros_module(name: str, attribute: str):
@@ -99,9 +100,31 @@ def test_launch_resume_reaches_the_learner_only(tmp_path):
     with pytest.raises(FileNotFoundError, match='does not exist'):  # refused before any node starts
         _node_actions({'hardware': 'twin', 'run_dir': str(tmp_path), 'resume': str(tmp_path / 'nope')})
     nodes = _node_actions({'hardware': 'twin', 'run_dir': str(tmp_path), 'resume': str(tmp_path)})
-    def names(node):  # the parameter names a Node action sets (launch_ros keeps them as text substitutions)
-        return {''.join(t.text for t in key) for p in node._Node__parameters if isinstance(p, dict) for key in p}
-    assert [n.node_executable for n in nodes if 'resume' in names(n)] == ['learner']
+    assert [n.node_executable for n in nodes if 'resume' in _overrides(n)] == ['learner']
+
+
+def _overrides(node) -> dict:
+    """The values a Node action's last params file (the graph's overrides) gives it, by parameter name."""
+    import yaml
+    last = node._Node__parameters[-1].param_file  # launch_ros keeps a path as text substitutions
+    path = last if isinstance(last, (str, Path)) else ''.join(t.text for t in last)
+    return next(iter(yaml.safe_load(Path(path).read_text()).values()))['ros__parameters']
+
+
+@needs_launch
+def test_launch_arguments_beat_a_nodes_own_section_of_the_config(tmp_path):
+    """As with `mfpg train`: run_dir:= and the config arguments reach every node, whatever config:= says per node
+    (launch_ros writes a parameter dict under /**, which a /**/learner section would beat)."""
+    import yaml
+    config = yaml.safe_load(Path(graph.share_file('config', 'train.yaml')).read_text())
+    config['/**/learner'] = {'ros__parameters': {'run_dir': str(tmp_path / 'elsewhere')}}
+    (tmp_path / 'config.yaml').write_text(yaml.safe_dump(config))
+    nodes = _node_actions({'hardware': 'twin', 'config': str(tmp_path / 'config.yaml'),
+                           'run_dir': str(tmp_path / 'run'), 'task': 'InvertedPendulum-v5',
+                           'hifi_variant': 'pendulum_gravity_2.0', 'iterations': '7'})
+    learner = _overrides(next(n for n in nodes if n.node_executable == 'learner'))
+    assert learner['run_dir'] == str(tmp_path / 'run') and learner['iterations'] == 7
+    assert {_overrides(n)['hifi_variant'] for n in nodes} == {'pendulum_gravity_2.0'}
 
 
 if launch_pytest is not None and launch_ros is not None:
