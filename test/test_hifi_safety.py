@@ -138,6 +138,18 @@ def test_a_bad_policy_server_parameter_stops_it_with_its_name(spawn, probe):
     assert proc.poll() != 0 and "safe_command must be 'hold' or 'zero', not 'bogus'" in proc.log_tail(40)
 
 
+def test_hifi_interface_says_what_it_still_waits_for(spawn, probe):
+    diag = probe.subscribe('/diagnostics', DiagnosticArray)
+
+    def says(text):
+        return lambda: any(kv.key == 'waiting_for' and kv.value == text
+                           for m in diag for st in m.status if 'hifi_interface' in st.name for kv in st.values)
+    spawn('hifi_interface', node_args(TWIN))
+    probe.wait_until(says('policy weights, reset service, policy_server'), 30, 'all three missing')
+    spawn('twin_plant', node_args(TWIN))  # offers the reset service
+    probe.wait_until(says('policy weights, policy_server'), 30, 'the reset service no longer missing')
+
+
 def test_another_plant_wiring_trains_with_hifi_interface_unchanged(spawn, probe):
     """A plant that publishes joints in another order with an extra joint, on other topic names: only the
     hardware parameters change, hifi_interface and policy_server code do not."""

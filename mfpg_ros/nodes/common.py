@@ -14,6 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterException
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -184,7 +185,11 @@ def run(node_factory: Callable[[], Node], args=None, executor_class: type[Execut
     rclpy.init(args=sys.argv if args is None else args)
     node = None
     try:
-        node = node_factory()
+        try:
+            node = node_factory()
+        except (ValueError, OSError, ParameterException) as exc:  # a bad parameter or file: its message, no traceback
+            rclpy.logging.get_logger(os.path.basename(sys.argv[0])).fatal(f'cannot start: {exc}')
+            raise SystemExit(1) from None
         warn_unknown_parameters(node)
         node.add_on_set_parameters_callback(refuse_parameter_changes)
         executor = executor_class()

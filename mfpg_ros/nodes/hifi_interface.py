@@ -103,8 +103,20 @@ class HifiInterface(Node):
     def waiting_for(self) -> str:
         if self.phase == RESETTING:
             return 'operator: confirm_reset' if self.reset_strategy == 'operator' else 'reset service'
-        return {WAITING: 'policy weights / reset service / policy_server', PAUSED: 'next policy version',
-                OBSERVING: 'action', ACTING: 'joint_states', STARTING: 'joint_states'}[self.phase]
+        if self.phase == WAITING:
+            return ', '.join(self.missing_to_start()) or 'the next check'
+        return {PAUSED: 'next policy version', OBSERVING: 'action', ACTING: 'joint_states',
+                STARTING: 'joint_states'}[self.phase]
+
+    def missing_to_start(self) -> list[str]:
+        """What an episode still needs before its reset can be asked for."""
+        missing = [] if self.latest_version >= 0 else ['policy weights']
+        if self.reset_strategy != 'operator' and not self.reset_client.service_is_ready():
+            missing.append('reset service')
+        # An observation sent before policy_server matched is lost, and the episode would end in a stall abort.
+        if not (self.obs_pub.get_subscription_count() > 0 and self.action_sub.get_publisher_count() > 0):
+            missing.append('policy_server')
+        return missing
 
     # ---- inputs --------------------------------------------------------------------------------------------
     def on_weights(self, msg: UInt8MultiArray) -> None:
@@ -180,10 +192,7 @@ class HifiInterface(Node):
             self.get_logger().warning(f'waiting for {self.waiting_for()}: joint_states seen: '
                                       f'{self.latest_state is not None}, policy version: {self.latest_version}, '
                                       f'policy_server matched: {self.obs_pub.get_subscription_count() > 0}')
-        ready = self.reset_strategy == 'operator' or self.reset_client.service_is_ready()
-        # An observation sent before policy_server matched is lost, and the episode would end in a stall abort.
-        server = self.obs_pub.get_subscription_count() > 0 and self.action_sub.get_publisher_count() > 0
-        if self.phase == WAITING and self.latest_version >= 0 and ready and server:
+        if self.phase == WAITING and not self.missing_to_start():
             self.request_reset()
 
     def check_stall(self) -> None:
