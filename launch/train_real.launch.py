@@ -8,6 +8,8 @@
 The nodes, their parameters and remappings come from mfpg_ros.graph, the same spec `mfpg train` starts.
 Launch arguments are strings; typed values reach the nodes through graph.build_graph, never raw.
 """
+from pathlib import Path
+
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, LogInfo, OpaqueFunction, Shutdown
@@ -56,14 +58,15 @@ def nodes_from_graph(context):
                               run_dir=arg('run_dir') or None, overrides=overrides, record=arg('record') == 'true',
                               node_params=resume)
     actions = {'gazebo': gazebo_hook, 'real': real_hook}.get(hardware, lambda *_: [])(context, namespace)
+    run_dir = next(s.overrides['run_dir'] for s in specs if s.name == 'learner')
     for spec in specs:
         actions.append(Node(
             package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
-            # the overrides as a file keyed by the node's full name (not a dict, which launch_ros writes under /**):
-            # so they beat a node's own section of config:=, as in `mfpg train`
-            parameters=[*spec.params_files, spec.write_overrides()], remappings=list(spec.remappings), output='screen',
+            # the overrides as a file keyed by the node's name (a dict, launch_ros writes under /**, which a node's own
+            # section of config:= would beat), in the run folder as `mfpg train` writes them
+            parameters=[*spec.params_files, spec.write_overrides(Path(run_dir) / 'params')],
+            remappings=list(spec.remappings), output='screen',
             emulate_tty=True, on_exit=Shutdown(reason=f'{spec.name} exited') if spec.required else None))
-    run_dir = next(s.overrides['run_dir'] for s in specs if s.name == 'learner')
     return [LogInfo(msg=f'mfpg_ros: {hardware} graph, run folder {run_dir}'), *actions]
 
 

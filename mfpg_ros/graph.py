@@ -47,8 +47,9 @@ class NodeSpec:
     required: bool = True  # its exit ends the whole graph
 
     def write_overrides(self, params_dir: str | os.PathLike | None = None) -> str:
-        """The overrides as a params file keyed by this node's full name; returns its path."""
-        text = '\n'.join([f'{self.fully_qualified_name}:', '  ros__parameters:',
+        """The overrides as a params file keyed by this node's name in any namespace (`/**/learner`: it still matches
+        when a launch file includes this graph under a pushed namespace); returns its path."""
+        text = '\n'.join([f'/**/{self.name}:', '  ros__parameters:',
                           *(f'    {key}: {param_literal(value)}' for key, value in self.overrides.items())]) + '\n'
         if params_dir is None:
             with tempfile.NamedTemporaryFile('w', prefix='mfpg_params_', suffix='.yaml', delete=False) as f:
@@ -65,8 +66,8 @@ class NodeSpec:
 
     def ros_args(self, params_dir: str | os.PathLike | None = None) -> list[str]:
         """The `--ros-args ...` part of the command line (what launch_ros builds for this Node). The overrides go in
-        a params file keyed by the node's full name, last, so they beat every section of the other files (a `-p`
-        would lose to a node-specific section such as `/**/twin_plant`); it is written to `params_dir`, else to a
+        a params file keyed by the node's name, last, so they beat every section of the other files (a `-p` would
+        lose to a node-specific section such as `/**/twin_plant`); it is written to `params_dir`, else to a
         temporary file, as launch_ros does with parameter dicts."""
         args = ['--ros-args', '-r', f'__node:={self.name}']
         if self.namespace:

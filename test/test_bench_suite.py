@@ -95,7 +95,7 @@ def test_set_overrides_every_run_and_names_the_folder(tmp_path, capsys, monkeypa
     (folder / 'suite_quick.json').write_text('{"overrides": {}}')
     args = ['--settings', 'cartpole_twin', '--methods', 'reinforce', '--seeds', '0', '--set', 'algo.clip_mode=separate']
     made = []
-    monkeypatch.setattr(suite, 'run_suite', lambda *a, **k: made.append(a) or ([], []))
+    monkeypatch.setattr(suite, '_run', lambda todo, *a: made.extend(todo))  # no training here
     assert suite.main(args) == 0 and made  # no run finished there yet: the record alone does not refuse
     (folder / 'runs/cartpole_twin/reinforce/seed1/summary.json').write_text('{}')
     (folder / 'suite_quick.json').write_text('{"overrides": {}}')  # as if that run was made without them
@@ -125,6 +125,18 @@ def test_suite_set_values_are_typed_as_the_trainers_type_them(monkeypatch, tmp_p
                        '--set', 'algo.lr=1e-3', '--set', 'algo.ppo.target_kl=null']) == 0
     assert seen['algo.lr'] == 0.001 and isinstance(seen['algo.lr'], float)  # YAML alone reads 1e-3 as text
     assert math.isnan(seen['algo.ppo.target_kl'])
+    # the same command again, once a run has finished there: null (NaN here) is stored as JSON null, and equal
+    monkeypatch.undo()
+    monkeypatch.setattr(suite, '_run', lambda todo, *a: None)
+    args = ['--preset', 'smoke', '--out', str(tmp_path / 'out'), '--settings', 'cartpole_twin', '--methods',
+            'reinforce', '--seeds', '0', '--set', 'algo.ppo.target_kl=null']
+    assert suite.main(args) == 0
+    assert json.loads((tmp_path / 'out/suite_smoke.json').read_text())['overrides'] == {'algo.ppo.target_kl': None}
+    finished = tmp_path / 'out/runs/cartpole_twin/reinforce/seed1'
+    finished.mkdir(parents=True)
+    (finished / 'summary.json').write_text('{"setting": "cartpole_twin"}')
+    (finished / 'curve.csv').write_text('setting\ncartpole_twin\n')
+    assert suite.main(args) == 0  # not refused as "other overrides"
 
 
 def test_a_smaller_rerun_keeps_every_finished_run_in_the_aggregates(smoke, tmp_path):

@@ -48,7 +48,7 @@ def test_variance_runs_at_a_checkpoints_policy(tmp_path, capsys):
     assert variance.main(['--checkpoint', str(ckpt), '--trials', '3', '--pool-steps', '50']) == 0
     # what cannot give a variance, or does not fit the checkpoint, is refused by name before any sampling
     for args, message in ((['--trials', '1'], '--trials must be >= 2'),
-                          (['--hf-steps', '0'], 'hf_steps_per_iter must be >= 1'),
+                          (['--hf-steps', '0'], 'hf_steps_per_iter must be a number >= 1'),
                           (['--task', 'Hoper-v5'], "unknown task 'Hoper-v5'"),
                           (['--task', 'Hopper-v5'], 'holds a cartpole policy, not one for Hopper-v5')):
         with pytest.raises(SystemExit):

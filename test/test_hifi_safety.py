@@ -121,12 +121,15 @@ def test_inactive_policy_server_never_commands(server):
     result = service(server.probe, SetParameters, 'policy_server/set_parameters', request).results[0]
     assert not result.successful and 'read their parameters at start' in result.reason
     # shut down while active: finalized, the safe command, then silence (it used to keep commanding)
+    assert server.step() is not None
+    server.probe.wait_until(lambda: list(server.commands[-1].data) == [0.0], 5, 'the watchdog trip (stale)')
+    n = len(server.commands)  # stale now: the watchdog sends nothing more until an observation comes
     assert service(server.probe, ChangeState, change, ChangeState.Request(
         transition=Transition(id=Transition.TRANSITION_ACTIVE_SHUTDOWN))).success
-    server.probe.wait_until(lambda: list(server.commands[-1].data) == [0.0], 5, 'the safe command on shutdown')
-    n = len(server.commands)
+    server.probe.wait_until(lambda: len(server.commands) == n + 1, 5, 'the safe command on shutdown')
+    assert list(server.commands[-1].data) == [0.0]
     assert server.step(expect_action=False) is None and server.step(expect_action=False) is None
-    assert len(server.commands) == n
+    assert len(server.commands) == n + 1
     state = service(server.probe, GetState, 'policy_server/get_state', GetState.Request())
     assert state.current_state.label == 'finalized'
 

@@ -344,18 +344,20 @@ def test_config_and_factory():
 
 
 @pytest.mark.parametrize('key, value, message', [
-    ('algo.hf_steps_per_iter', -5, r'algo.hf_steps_per_iter must be >= 1, not -5'),
-    ('algo.pool_envs', 0, r'algo.pool_envs must be >= 1'),
-    ('algo.gamma', 1.5, r'algo.gamma must be in \[0, 1\]'),
-    ('algo.lr', float('nan'), r'algo.lr must be > 0, not nan'),
+    ('algo.hf_steps_per_iter', -5, r'algo.hf_steps_per_iter must be a number >= 1, not -5'),
+    ('algo.pool_envs', 0, r'algo.pool_envs must be a number >= 1'),
+    ('algo.gamma', 1.5, r'algo.gamma must be a number in \[0, 1\]'),
+    ('algo.lr', float('nan'), r'algo.lr must be a number > 0, not nan'),
     ('algo.hidden', [64, 0], r'algo.hidden must list layer widths >= 1'),
-    ('algo.ppo.n_epochs', 0, r'algo.ppo.n_epochs must be >= 1'),
-    ('algo.ppo.minibatch_size', 0, r'algo.ppo.minibatch_size must be >= 1'),
-    ('algo.ppo.clip_range', -1, r'algo.ppo.clip_range must be > 0'),
-    ('algo.ppo.gae_lambda', 1.1, r'algo.ppo.gae_lambda must be in \[0, 1\]'),
+    ('algo.ppo.n_epochs', 0, r'algo.ppo.n_epochs must be a number >= 1'),
+    ('algo.ppo.minibatch_size', 0, r'algo.ppo.minibatch_size must be a number >= 1'),
+    ('algo.ppo.clip_range', -1, r'algo.ppo.clip_range must be a number > 0'),
+    ('algo.ppo.gae_lambda', 1.1, r'algo.ppo.gae_lambda must be a number in \[0, 1\]'),
     ('algo.ppo.target_kl', -0.1, r'algo.ppo.target_kl must be > 0'),
-    ('iterations', 0, r'iterations must be >= 1'),
-    ('eval_episodes', 0, r'eval_episodes must be >= 1'),
+    ('iterations', 0, r'iterations must be a number >= 1'),
+    ('eval_episodes', 0, r'eval_episodes must be a number >= 1'),
+    ('algo.lr', '1e-3', r"algo.lr must be a number > 0, not '1e-3' \(YAML reads 1e-3 as text"),
+    ('algo.hidden', 64, r'algo.hidden must be a list of layer widths'),
 ])
 def test_config_refuses_values_no_run_can_use(key, value, message):
     """Budgets and step sizes are checked where every entry point reads them (CLI, graph, suite), by name."""

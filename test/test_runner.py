@@ -76,7 +76,7 @@ def test_argv_carries_name_namespace_params_and_remaps(tmp_path):
     files = [argv[i + 1] for i, a in enumerate(argv) if a == '--params-file']
     assert files[0] == str(config) and files[-1] == str(tmp_path / 'params' / 'robot1__learner.yaml')  # last wins
     lines = Path(files[-1]).read_text().splitlines()
-    assert lines[:2] == ['/robot1/learner:', '  ros__parameters:']
+    assert lines[:2] == ['/**/learner:', '  ros__parameters:']  # matches under a namespace a launch file pushes
     assert {'iterations: 3', 'algo.lr: 0.001', 'target_return: 475.0', 'checkpoint_every: 5'} <= {
         line.strip() for line in lines}
     assert f'    run_dir: "{(tmp_path / "run").resolve()}"' in lines

@@ -65,6 +65,9 @@ def run_specs(preset: Preset, settings=None, methods=None, seeds=None, overrides
     return specs
 
 
+FINISHED = 'runs/*/*/seed*/summary.json'  # a run's summary.json is written last
+
+
 def run_dir(out: Path, spec: dict) -> Path:
     return out / 'runs' / spec['setting'] / spec['method'] / f"seed{spec['seed']}"
 
@@ -181,6 +184,11 @@ def claim(out: Path):
         yield
 
 
+def _as_json(overrides: dict) -> dict:
+    """Overrides as standard JSON keeps them (NaN, a ROS file's stand-in for null, as null): comparable as stored."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in overrides.items()}
+
+
 def _refuse_stale(out: Path, done: list[dict]) -> None:
     """A finished run is reused only if it was made with the config this code would run now (defaults included):
     results of an older default must not pass for the current one."""
@@ -221,7 +229,7 @@ def collect_results(out: Path) -> tuple[list[dict], list[dict]]:
     """Aggregate every finished run in OUT (earlier calls' too) into OUT/curves.csv and OUT/summary.csv; returns
     (curves, summaries)."""
     curves, summaries = [], []
-    for summary in sorted(out.glob('runs/*/*/seed*/summary.json')):
+    for summary in sorted(out.glob(FINISHED)):
         summaries.append(json.loads(summary.read_text()))
         with (summary.parent / 'curve.csv').open() as f:
             curves.extend(csv.DictReader(f))
@@ -234,9 +242,9 @@ def prepare(preset: Preset, out: Path, specs: list[dict], overrides=None) -> lis
     """Check OUT and record this call in OUT/suite_<preset>.json (merged with earlier calls); returns the runs left
     to do. ValueError if OUT holds finished runs made with other --set overrides or another config."""
     out.mkdir(parents=True, exist_ok=True)
-    overrides, record = dict(overrides or {}), out / f'suite_{preset.name}.json'
+    overrides, record = _as_json(dict(overrides or {})), out / f'suite_{preset.name}.json'
     earlier = json.loads(record.read_text()) if record.exists() else {}
-    if earlier and earlier.get('overrides', {}) != overrides and any(out.glob('runs/*/*/seed*/summary.json')):
+    if earlier and _as_json(earlier.get('overrides', {})) != overrides and any(out.glob(FINISHED)):
         raise Refused(f'{out} holds runs made with other --set overrides ({earlier.get("overrides")}, see '
                          f'{record}); use another --out')
     merged = {key: sorted({*earlier.get(key, []), *(spec[key[:-1]] for spec in specs)})
@@ -254,7 +262,7 @@ def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, method
     with claim(out):
         todo = prepare(preset, out, specs, overrides)
         _run(todo, out, len(specs), workers, progress, preset.name)
-    return collect_results(out)
+        return collect_results(out)
 
 
 def _run(todo: list[dict], out: Path, total: int, workers: int, progress: bool, name: str) -> None:
@@ -315,14 +323,12 @@ def main(argv: list[str] | None = None) -> int:
             print(s['setting'], s['method'], s['seed'], s['config']['iterations'], 'iterations of',
                   s['config']['algo']['hf_steps_per_iter'], 'HF steps')
         return 0
-    t0 = time.perf_counter()
-    try:
-        with claim(out):
-            todo = prepare(preset, out, specs, overrides)  # refused here with a clean message, before any run
+    t0, before = time.perf_counter(), len(list(out.glob(FINISHED)))
+    try:  # Refused comes before any run starts
         _, summaries = run_suite(preset, out, args.workers, args.settings, args.methods, args.seeds,
                                  overrides=overrides)
     except Refused as exc:
         parser.error(str(exc))
-    print(f'{len(todo)} runs made in {time.perf_counter() - t0:.0f} s; {out} holds {len(summaries)} finished runs '
-          f'(summary.csv, curves.csv; `mfpg bench report --out {out}` for the tables)')
+    print(f'{len(summaries) - before} runs made in {time.perf_counter() - t0:.0f} s; {out} holds {len(summaries)} '
+          f'finished runs (summary.csv, curves.csv; `mfpg bench report --out {out}` for the tables)')
     return 0

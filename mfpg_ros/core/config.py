@@ -134,6 +134,8 @@ class AlgoConfig:
     offdyn: OffDynamicsConfig = field(default_factory=OffDynamicsConfig)
 
     def __post_init__(self):
+        if not isinstance(self.hidden, (list, tuple)):
+            raise ValueError(f'algo.hidden must be a list of layer widths, e.g. [64, 64], not {self.hidden!r}')
         self.hidden = tuple(self.hidden)
         _require(self, 'algo.', lr=_positive, gamma=_unit, max_grad_norm=_positive, vf_coef=_not_negative,
                  adam_eps=_positive, hf_steps_per_iter=_at_least_one, pool_envs=_at_least_one,
@@ -212,8 +214,9 @@ def _require(config, prefix: str, **rules) -> None:
     """ValueError naming the first field (dotted) whose value breaks its rule (NaN breaks every rule)."""
     for name, (ok, wanted) in rules.items():
         value = getattr(config, name)
-        if not ok(value):
-            raise ValueError(f'{prefix}{name} must be {wanted}, not {value!r}')
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            hint = ' (YAML reads 1e-3 as text: write 0.001 or 1.0e-3)' if isinstance(value, str) else ''
+            raise ValueError(f'{prefix}{name} must be a number {wanted}, not {value!r}{hint}')
 
 
 def _optional(value):

@@ -68,7 +68,10 @@ class PolicyServer(LifecycleNode):
         for name in ('watchdog_timeout_s', 'command_scale', 'max_command_rate'):
             if not p[name] > 0:
                 raise ValueError(f'{name} must be > 0, not {p[name]}')
-        self.resolve_topic_name(p['command_topic'])  # an invalid topic name raises here
+        try:
+            self.resolve_topic_name(p['command_topic'])
+        except Exception as exc:  # noqa: BLE001 - rclpy raises its RCLError (a RuntimeError) for a bad name
+            raise ValueError(f'command_topic {p["command_topic"]!r} is not a valid topic name ({exc})') from None
         make_task(self.cfg.task)
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -114,7 +117,8 @@ class PolicyServer(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self.send_safe()  # last word before going silent
+        if not self.estopped:  # the e-stop sent it already (on a lock-step plant each one is a step)
+            self.send_safe()  # last word before going silent
         self.active = False
         return super().on_deactivate(state)
 
@@ -125,7 +129,10 @@ class PolicyServer(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: State) -> TransitionCallbackReturn:
-        return self.on_shutdown(state)
+        """A transition raised: silent, then finalized (FAILURE; SUCCESS would leave it unconfigured with what
+        configure made still alive)."""
+        self.on_shutdown(state)
+        return TransitionCallbackReturn.FAILURE
 
     # ---- inputs --------------------------------------------------------------------------------------------
     def on_weights(self, msg: UInt8MultiArray) -> None:
