@@ -165,7 +165,11 @@ def plot(results: dict, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     ncols = min(4, len(settings))
     nrows = math.ceil(len(settings) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False)
+    width = max(8, 4 * ncols)  # wide enough for the legend's labels even with one setting
+    legend_cols = max(1, min(len(methods), int(width // 2.7)))
+    legend_rows = math.ceil(len(methods) / legend_cols)
+    height = 3 * nrows + 0.3 * legend_rows
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
     for ax, setting in zip(axes.flat, settings):
         for method in methods:
             m = results[setting].get(method)
@@ -184,8 +188,8 @@ def plot(results: dict, folder: Path) -> list[Path]:
     for ax in axes[:, 0]:
         ax.set_ylabel('eval return (HF)', fontsize=8)
     handles = [plt.Line2D([], [], color=colours[m], lw=2) for m in methods]
-    fig.legend(handles, [METHODS[m].label for m in methods], loc='lower center', ncol=min(5, len(methods)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06 if nrows > 1 else 0.12, 1, 1))
+    fig.legend(handles, [METHODS[m].label for m in methods], loc='lower center', ncol=legend_cols, fontsize=8)
+    fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.05) / height, 1, 1))
     curves_png = folder / 'curves.png'
     fig.savefig(curves_png, dpi=70)
     plt.close(fig)
