@@ -389,6 +389,9 @@ def test_mfpg_train_end_to_end_on_the_twin(ros_env, tmp_path):
     assert resumed.returncode == 0, f'{resumed.stdout}\n{resumed.stderr}'
     assert 'iteration 4:' in resumed.stdout and 'iteration 2:' not in resumed.stdout
     assert [int(r['iteration']) for r in runner.read_metrics_csv(run_dir / 'metrics.csv')] == [0, 1, 2, 3, 4]
+    learner_log = (run_dir / 'logs' / 'learner.log').read_text()  # both parts, one progress line per iteration
+    assert [f'iteration {i}: HF steps {50 * (i + 1)},' in learner_log for i in range(5)] == [True] * 5
+    assert learner_log.count('$ ') == 2
 
 
 def test_the_graph_refuses_up_front_what_its_nodes_would_refuse(tmp_path):

@@ -132,6 +132,10 @@ class LearnerNode(Node):
         self.done = self.learner.version >= self.cfg.iterations or (
             target is not None and len(self.recent) == self.recent.maxlen and metrics['hf_return_recent'] >= target)
         metrics['done'] = self.done
+        # one line per iteration: under `ros2 launch` (output on the screen) this is the progress a user sees
+        c = f", c {metrics['c']:.3f}" if 'c' in metrics else ''
+        self.get_logger().info(f"iteration {metrics['iteration']}: HF steps {self.hf_total}, recent HF return "
+                               f"{metrics['hf_return_recent']:.1f}{c}, {metrics['iteration_seconds']:.2f} s")
         # The row, then the checkpoint, then the weights: a crash anywhere in between loses no row, and a
         # restarted learner resumes at the version the robot runs (dropping any row it is about to redo).
         self.record(metrics)
