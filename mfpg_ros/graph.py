@@ -47,10 +47,12 @@ class NodeSpec:
     required: bool = True  # its exit ends the whole graph
 
     def write_overrides(self, params_dir: str | os.PathLike | None = None) -> str:
-        """The overrides as a params file keyed by this node's name in any namespace (`/**/learner`: it still matches
-        when a launch file includes this graph under a pushed namespace); returns its path."""
-        text = '\n'.join([f'/**/{self.name}:', '  ros__parameters:',
-                          *(f'    {key}: {param_literal(value)}' for key, value in self.overrides.items())]) + '\n'
+        """The overrides as a params file; returns its path. The values go under both node keys another file may
+        use, `/robot1/learner` and `/**/learner` (rcl lets the last file win within one key, not across keys), and
+        the second still matches when a launch file includes this graph under a pushed namespace."""
+        values = [f'    {key}: {param_literal(value)}' for key, value in self.overrides.items()]
+        text = '\n'.join(line for key in (self.fully_qualified_name, f'/**/{self.name}')
+                         for line in (f'{key}:', '  ros__parameters:', *values)) + '\n'
         if params_dir is None:
             with tempfile.NamedTemporaryFile('w', prefix='mfpg_params_', suffix='.yaml', delete=False) as f:
                 f.write(text)

@@ -76,7 +76,8 @@ def test_argv_carries_name_namespace_params_and_remaps(tmp_path):
     files = [argv[i + 1] for i, a in enumerate(argv) if a == '--params-file']
     assert files[0] == str(config) and files[-1] == str(tmp_path / 'params' / 'robot1__learner.yaml')  # last wins
     lines = Path(files[-1]).read_text().splitlines()
-    assert lines[:2] == ['/**/learner:', '  ros__parameters:']  # matches under a namespace a launch file pushes
+    assert lines[:2] == ['/robot1/learner:', '  ros__parameters:']
+    assert '/**/learner:' in lines  # the same values: this key matches under a namespace a launch file pushes
     assert {'iterations: 3', 'algo.lr: 0.001', 'target_return: 475.0', 'checkpoint_every: 5'} <= {
         line.strip() for line in lines}
     assert f'    run_dir: "{(tmp_path / "run").resolve()}"' in lines
@@ -168,6 +169,15 @@ def test_node_parameters_beat_the_profiles_node_sections(tmp_path):
         by_name = {s.name: s for s in specs}
         assert _parsed_by_rcl(by_name['twin_plant'])[1]['mode'] == 'realtime'
         assert _parsed_by_rcl(by_name['policy_server'])[1]['watchdog_timeout_s'] == 0.3
+    # and the graph's values beat a config's own sections for a node, by wildcard or by full name
+    config = yaml.safe_load(Path(graph.share_file('config', 'train.yaml')).read_text())
+    config['/**/learner'] = {'ros__parameters': {'run_dir': str(tmp_path / 'elsewhere')}}
+    config['/robot1/learner'] = {'ros__parameters': {'seed': 99}}
+    (tmp_path / 'config.yaml').write_text(yaml.safe_dump(config))
+    specs = graph.build_graph('twin', namespace='robot1', config=tmp_path / 'config.yaml', run_dir=tmp_path / 'run',
+                              overrides={'seed': 4})
+    params = _parsed_by_rcl(next(s for s in specs if s.name == 'learner'))[1]
+    assert params['run_dir'] == str((tmp_path / 'run').resolve()) and params['seed'] == 4
 
 
 # --- runner CLI ----------------------------------------------------------------------------------------------------
