@@ -104,7 +104,7 @@ class HifiInterface(Node):
         if self.phase == RESETTING:
             return 'operator: confirm_reset' if self.reset_strategy == 'operator' else 'reset service'
         if self.phase == WAITING:
-            return ', '.join(self.missing_to_start()) or 'the next check'
+            return ', '.join(self.missing_to_start()) or 'the next reset'
         return {PAUSED: 'next policy version', OBSERVING: 'action', ACTING: 'joint_states',
                 STARTING: 'joint_states'}[self.phase]
 
@@ -187,12 +187,12 @@ class HifiInterface(Node):
 
     # ---- episode flow --------------------------------------------------------------------------------------
     def request_reset_when_ready(self) -> None:
-        self.idle_ticks = self.idle_ticks + 1 if self.phase == WAITING else 0
-        if self.idle_ticks % 10 == 9:  # every 5 s while nothing happens: say what is missing
-            self.get_logger().warning(f'waiting for {self.waiting_for()}: joint_states seen: '
-                                      f'{self.latest_state is not None}, policy version: {self.latest_version}, '
-                                      f'policy_server matched: {self.obs_pub.get_subscription_count() > 0}')
-        if self.phase == WAITING and not self.missing_to_start():
+        missing = self.missing_to_start() if self.phase == WAITING else []
+        self.idle_ticks = self.idle_ticks + 1 if missing else 0
+        if self.idle_ticks % 10 == 9:  # every 5 s while something is missing: say what
+            self.get_logger().warning(f'waiting for {", ".join(missing)}: joint_states seen: '
+                                      f'{self.latest_state is not None}, policy version: {self.latest_version}')
+        if self.phase == WAITING and not missing:
             self.request_reset()
 
     def check_stall(self) -> None:
