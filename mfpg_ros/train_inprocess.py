@@ -28,9 +28,14 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def json_ready(values: dict) -> dict:
+    """As standard JSON (jq, other languages) takes it: a float that is not finite (no HF return yet; NaN, a ROS
+    file's stand-in for null) becomes None (null)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
+
+
 def json_line(metrics: dict) -> str:
-    """Standard JSON (for jq, other languages): a value that is not a finite number (no HF return yet) is null."""
-    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()})
+    return json.dumps(json_ready(metrics))
 
 
 def main(argv: list[str] | None = None) -> int:

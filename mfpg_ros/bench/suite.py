@@ -184,11 +184,6 @@ def claim(out: Path):
         yield
 
 
-def _as_json(overrides: dict) -> dict:
-    """Overrides as standard JSON keeps them (NaN, a ROS file's stand-in for null, as null): comparable as stored."""
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in overrides.items()}
-
-
 def _refuse_stale(out: Path, done: list[dict]) -> None:
     """A finished run is reused only if it was made with the config this code would run now (defaults included):
     results of an older default must not pass for the current one."""
@@ -239,12 +234,13 @@ def collect_results(out: Path) -> tuple[list[dict], list[dict]]:
 
 
 def prepare(preset: Preset, out: Path, specs: list[dict], overrides=None) -> list[dict]:
-    """Check OUT and record this call in OUT/suite_<preset>.json (merged with earlier calls); returns the runs left
-    to do. ValueError if OUT holds finished runs made with other --set overrides or another config."""
-    out.mkdir(parents=True, exist_ok=True)
-    overrides, record = _as_json(dict(overrides or {})), out / f'suite_{preset.name}.json'
+    """Check OUT (held with claim) and record this call in OUT/suite_<preset>.json (merged with earlier calls);
+    returns the runs left to do. Refused if OUT holds finished runs made with other --set overrides or another
+    config. Overrides are compared as JSON stores them (NaN as null)."""
+    from mfpg_ros.train_inprocess import json_ready
+    overrides, record = json_ready(overrides or {}), out / f'suite_{preset.name}.json'
     earlier = json.loads(record.read_text()) if record.exists() else {}
-    if earlier and _as_json(earlier.get('overrides', {})) != overrides and any(out.glob(FINISHED)):
+    if earlier and json_ready(earlier.get('overrides', {})) != overrides and any(out.glob(FINISHED)):
         raise Refused(f'{out} holds runs made with other --set overrides ({earlier.get("overrides")}, see '
                          f'{record}); use another --out')
     merged = {key: sorted({*earlier.get(key, []), *(spec[key[:-1]] for spec in specs)})

@@ -98,11 +98,13 @@ class IterationAssembler:
         """What the current version still lacks, in words ('' when ready)."""
         hf, pool, v, segments = self.data.steps('hifi'), self.data.steps('pool'), self.version, len(self.data.hifi)
         lacking = [f'HF steps of version {v} ({hf} of {self.hf_steps})'] if hf < self.hf_steps else []
-        if self.need_paired and self.missing_pairs():
-            lacking.append(f'LF replays of version {v} ({len(self.missing_pairs())} of {segments} missing)')
-        if self.branches and self.missing_branches():
-            lacking.append(f'LF branches of version {v} ({len(self.missing_branches())} of {segments} HF segments '
-                           f'short of {self.branches})')
+        replays = len(self.missing_pairs()) if self.need_paired else 0
+        if replays:
+            lacking.append(f'LF replays of version {v} ({replays} of {segments} missing)')
+        branches = len(self.missing_branches()) if self.branches else 0
+        if branches:
+            lacking.append(f'LF branches of version {v} ({branches} of {segments} HF segments short of '
+                           f'{self.branches})')
         if pool < self.pool_steps:
             lacking.append(f'LF pool steps of version {v} ({pool} of {self.pool_steps})')
         return ', '.join(lacking)

@@ -54,14 +54,14 @@ class PolicyServer(LifecycleNode):
         Diagnostics(self, self.diagnostics, level=self.health, rejections=self.rejections)
         self.create_subscription(Bool, 'estop', self.on_estop, CONTROL)  # in every lifecycle state
         self.create_service(Trigger, 'estop_reset', self.on_estop_reset)
-        self.configure_checked()  # a bad parameter stops the node here, with its message (not a silent failure)
+        self.task = self.checked_task()  # a bad parameter stops the node here, with its message (not a silent failure)
         self.trigger_configure()  # configured, a lifecycle node commands nothing until it is activated
         if self.params['autostart']:
             self.trigger_activate()
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
-    def configure_checked(self) -> None:
-        """What configure builds from the parameters, built once up front: ValueError naming a bad one."""
+    def checked_task(self):
+        """The parameters configure builds from, checked once up front (ValueError naming a bad one); the task."""
         p = self.params
         if p['safe_command'] not in ('hold', 'zero'):
             raise ValueError(f"safe_command must be 'hold' or 'zero', not {p['safe_command']!r}")
@@ -72,7 +72,7 @@ class PolicyServer(LifecycleNode):
             self.resolve_topic_name(p['command_topic'])
         except Exception as exc:  # noqa: BLE001 - rclpy raises its RCLError (a RuntimeError) for a bad name
             raise ValueError(f'command_topic {p["command_topic"]!r} is not a valid topic name ({exc})') from None
-        make_task(self.cfg.task)
+        return make_task(self.cfg.task)
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
@@ -82,8 +82,7 @@ class PolicyServer(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
 
     def _configure(self) -> TransitionCallbackReturn:
-        p = self.params
-        task = make_task(self.cfg.task)
+        p, task = self.params, self.task
         self.contract, self.effort_per_action = task.contract, task.effort_per_action
         low, high = np.array(self.contract.action_low), np.array(self.contract.action_high)
         scale = float(p['command_scale'])  # a hardware profile may allow only part of the actuator range
