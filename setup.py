@@ -3,7 +3,8 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = 'mfpg_ros'
-NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant', 'bag_recorder', 'gazebo_reset')
+NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant', 'bag_recorder', 'gazebo_reset',
+         'compose')
 
 setup(
     name=PACKAGE,

@@ -56,17 +56,19 @@ def nodes_from_graph(context):
     resume = {'learner': {'resume': arg('resume')}} if arg('resume') else {}
     specs = graph.build_graph(hardware=hardware, namespace=namespace, config=arg('config') or None,
                               run_dir=arg('run_dir') or None, overrides=overrides, record=arg('record') == 'true',
-                              node_params=resume)
+                              node_params=resume, compose=arg('compose') == 'true')
     actions = {'gazebo': gazebo_hook, 'real': real_hook}.get(hardware, lambda *_: [])(context, namespace)
     run_dir = next(s.overrides['run_dir'] for s in specs if s.name == 'learner')
-    for spec in specs:
+    for unit in graph.processes(specs):
         actions.append(Node(
-            package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
+            package=graph.PACKAGE, executable=unit.executable, arguments=unit.arguments,
+            name=None if unit.composed else unit.name,  # composed nodes keep their own names
+            namespace=unit.namespace or None,
             # the overrides as a file keyed by the node's name (a dict, launch_ros writes under /**, which a node's own
             # section of config:= would beat), in the run folder as `mfpg train` writes them
-            parameters=[*spec.params_files, spec.write_overrides(Path(run_dir) / 'params')],
-            remappings=list(spec.remappings), output='screen',
-            emulate_tty=True, on_exit=Shutdown(reason=f'{spec.name} exited') if spec.required else None))
+            parameters=unit.parameter_files(Path(run_dir) / 'params'),
+            remappings=list(unit.remappings), output='screen',
+            emulate_tty=True, on_exit=Shutdown(reason=f'{unit.describe} exited') if unit.required else None))
     return [LogInfo(msg=f'mfpg_ros: {hardware} graph, run folder {run_dir}'), *actions]
 
 
@@ -86,6 +88,9 @@ def generate_launch_description():
                                           'from there (give the same run_dir to continue that run folder)'),
         DeclareLaunchArgument('record', default_value='true', choices=['true', 'false'],
                               description='record episodes, weights and metrics into <run_dir>/bag (MCAP)'),
+        DeclareLaunchArgument('compose', default_value='true', choices=['true', 'false'],
+                              description='twin: run the plant, hifi_interface and policy_server in one process '
+                                          '(false: one process per node)'),
         DeclareLaunchArgument('sigterm_timeout', default_value='20',
                               description='seconds from SIGINT to SIGTERM for each node: a node saves and closes its '
                                           'files first, which takes a few seconds on a busy machine'),

@@ -24,6 +24,12 @@ HARDWARE = ('twin', 'gazebo', 'real')
 TRAINING_NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface')
 PLANT_NODES = {'twin': ('twin_plant',), 'gazebo': (), 'real': ()}  # gazebo: see gazebo_hook in the launch file
 PROFILE_NODES = ('policy_server', 'hifi_interface', 'twin_plant')  # they read config/hardware/<hardware>.yaml
+# On the lock-step twin the plant, hifi_interface and policy_server pass every control step along a chain of three
+# messages; sharing one process (manual composition: one executor, still DDS topics between the nodes) spares the
+# process switches of each hop. On gazebo/real they stay apart: policy_server's watchdog must outlive a hifi_interface
+# crash. See docs/performance.md.
+COMPOSED = {'twin': {'hf_loop': ('twin_plant', 'hifi_interface', 'policy_server')}}
+COMPOSE_EXECUTABLE = 'compose'
 # Nodes that run on the profile's clock (use_sim_time of config/hardware/<hardware>.yaml, '/**'; set for them even
 # when they do not read the profile). Their timers that must run while sim time stands still (a lock-step plant
 # waits for a command) are on the steady clock. Not bag_recorder: its receive times must stay monotonic for replay
@@ -45,6 +51,7 @@ class NodeSpec:
     overrides: dict = field(default_factory=dict)  # typed parameter values, applied after the files
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = True  # its exit ends the whole graph
+    process: str = ''  # nodes with the same process name run in one process ('' = a process of its own)
 
     def write_overrides(self, params_dir: str | os.PathLike | None = None) -> str:
         """The overrides as a params file; returns its path. The values go under both node keys another file may
@@ -71,22 +78,94 @@ class NodeSpec:
         a params file keyed by the node's name, last, so they beat every section of the other files (a `-p` would
         lose to a node-specific section such as `/**/twin_plant`); it is written to `params_dir`, else to a
         temporary file, as launch_ros does with parameter dicts."""
-        args = ['--ros-args', '-r', f'__node:={self.name}']
-        if self.namespace:
-            args += ['-r', f'__ns:=/{self.namespace}']
-        for path in self.params_files:
-            args += ['--params-file', str(path)]
-        if self.overrides:
-            args += ['--params-file', self.write_overrides(params_dir)]
-        for src, dst in self.remappings:
-            args += ['-r', f'{src}:={dst}']
-        return args
+        return ['--ros-args', '-r', f'__node:={self.name}', *_shared_args(self, self.parameter_files(params_dir))]
+
+    def parameter_files(self, params_dir: str | os.PathLike | None = None) -> list[str]:
+        """The params files in order, the overrides' file (written now) last."""
+        return [*map(str, self.params_files), *([self.write_overrides(params_dir)] if self.overrides else [])]
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the graph: a node's own executable, or the `compose` executable running several nodes on one
+    executor. A composed process takes no node-name remapping (each node keeps its name); its nodes share namespace,
+    params files and remappings, and each node's overrides file is keyed by its name."""
+
+    name: str
+    nodes: tuple[NodeSpec, ...]
+
+    @property
+    def composed(self) -> bool:
+        return len(self.nodes) > 1
+
+    @property
+    def executable(self) -> str:
+        return COMPOSE_EXECUTABLE if self.composed else self.nodes[0].executable
+
+    @property
+    def arguments(self) -> list[str]:
+        """Before --ros-args: the composed nodes' executables."""
+        return [n.executable for n in self.nodes] if self.composed else []
+
+    @property
+    def required(self) -> bool:
+        return any(n.required for n in self.nodes)
+
+    @property
+    def describe(self) -> str:
+        if self.composed:
+            return f"process '{self.name}' (nodes {', '.join(n.name for n in self.nodes)})"
+        return f"node '{self.name}'"
+
+    @property
+    def namespace(self) -> str:
+        return self.nodes[0].namespace
+
+    @property
+    def remappings(self) -> tuple[tuple[str, str], ...]:
+        return self.nodes[0].remappings
+
+    def parameter_files(self, params_dir: str | os.PathLike | None = None) -> list[str]:
+        files = [*map(str, self.nodes[0].params_files)]
+        return files + [n.write_overrides(params_dir) for n in self.nodes if n.overrides]
+
+    def command(self, params_dir: str | os.PathLike | None = None) -> list[str]:
+        """Arguments after the executable, as launch_ros builds them for this process."""
+        if not self.composed:
+            return self.nodes[0].ros_args(params_dir)
+        return [*self.arguments, '--ros-args', *_shared_args(self, self.parameter_files(params_dir))]
+
+
+def _shared_args(spec, files: list[str]) -> list[str]:
+    args = ['-r', f'__ns:=/{spec.namespace}'] if spec.namespace else []
+    for path in files:
+        args += ['--params-file', path]
+    for src, dst in spec.remappings:
+        args += ['-r', f'{src}:={dst}']
+    return args
+
+
+def processes(specs: list[NodeSpec]) -> list[ProcessSpec]:
+    """The graph's processes in order: nodes with the same `process` name together, every other node alone."""
+    groups: dict[str, list[NodeSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.process or spec.fully_qualified_name, []).append(spec)
+    result = []
+    for name, nodes in groups.items():
+        first = nodes[0]
+        odd = [n.name for n in nodes if (n.namespace, n.params_files, n.remappings)
+               != (first.namespace, first.params_files, first.remappings)]
+        if odd:
+            raise ValueError(f'nodes {odd} of process {name!r} differ from {first.name} in namespace, params files '
+                             'or remappings: a composed process shares them')
+        result.append(ProcessSpec(name if first.process else first.name, tuple(nodes)))
+    return result
 
 
 def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.PathLike | None = None,
                 run_dir: str | os.PathLike | None = None, overrides: dict | None = None,
                 node_params: dict[str, dict] | None = None, remappings=(), lofi_workers: int = 1,
-                lofi_nthread: int = 1, record: bool = False) -> list[NodeSpec]:
+                lofi_nthread: int = 1, record: bool = False, compose: bool = True) -> list[NodeSpec]:
     """The node specs for one robot.
 
     hardware: twin | gazebo | real (selects config/hardware/<hardware>.yaml; twin adds the twin_plant node).
@@ -96,6 +175,7 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
         to every lofi worker.
     remappings: (from, to) pairs applied to every node.
     record: add bag_recorder (not required: its exit does not end training), writing <run_dir>/bag.
+    compose: group the nodes of COMPOSED[hardware] into one process each (`processes` starts them so).
     """
     if hardware not in HARDWARE:
         raise ValueError(f'hardware must be one of {HARDWARE}, got {hardware!r}')
@@ -125,6 +205,7 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
         'hifi_interface': [('hifi_interface', {})],
         'twin_plant': [('twin_plant', {})],
     }
+    process_of = {node: process for process, nodes in COMPOSED.get(hardware, {}).items() for node in nodes}
     specs = []
     for executable in TRAINING_NODES + PLANT_NODES[hardware]:
         files = (config, profile) if executable in PROFILE_NODES else (config,)
@@ -132,7 +213,7 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
         for name, own in per_node[executable]:
             specs.append(NodeSpec(name=name, executable=executable, namespace=namespace, params_files=files,
                                   overrides={**training, **clock, **own, **node_params.get(executable, {})},
-                                  remappings=remappings))
+                                  remappings=remappings, process=process_of.get(executable, '') if compose else ''))
     if record:
         specs.append(NodeSpec(name='bag_recorder', executable='bag_recorder', namespace=namespace,
                               params_files=(config,), overrides={**training, 'bag_path': str(Path(run_dir) / 'bag')},

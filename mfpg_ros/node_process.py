@@ -92,10 +92,15 @@ def stop_all(processes: list[NodeProcess], timeout: float = 10.0) -> dict[str, i
 
 
 def node_name(cmdline: list[str]) -> str | None:
-    """The node name a command line gives with `-r __node:=NAME` (as the runner and ros2 launch start nodes)."""
+    """The node name a command line gives with `-r __node:=NAME` (as the runner and ros2 launch start nodes); for
+    the `compose` executable its nodes, joined by '+'."""
     for arg in cmdline:
         if arg.startswith('__node:='):
             return arg.split(':=', 1)[1]
+    for i, arg in enumerate(cmdline):
+        if Path(arg).name == 'compose':
+            nodes = cmdline[i + 1:cmdline.index('--ros-args')] if '--ros-args' in cmdline else cmdline[i + 1:]
+            return '+'.join(nodes) or None
     return None
 
 

@@ -33,9 +33,10 @@ class Deadline(Exception):
 
 
 class NodeDied(RuntimeError):
-    def __init__(self, process: NodeProcess, code: int):
+    def __init__(self, process: NodeProcess, code: int, what: str | None = None):
         how = f'was killed by {signal.Signals(-code).name}' if code < 0 else f'exited with code {code}'
-        super().__init__(f"node '{process.name}' {how}; last lines of {process.log_path}:\n{process.log_tail()}")
+        super().__init__(f"{what or f'node {process.name!r}'} {how}; last lines of {process.log_path}:\n"
+                         f"{process.log_tail()}")
 
 
 def parse_args(argv):
@@ -55,6 +56,9 @@ def parse_args(argv):
                         '--run-dir to continue it there)')
     p.add_argument('--lofi-workers', type=int, default=1, help='number of lofi_sim processes')
     p.add_argument('--no-record', action='store_true', help='do not record the run into <run-dir>/bag (MCAP)')
+    p.add_argument('--no-compose', action='store_true',
+                   help='one process per node (default on the twin: plant, hifi_interface and policy_server share one, '
+                        'see graph.COMPOSED)')
     p.add_argument('--timeout', type=float, help='stop after this many seconds (exit code 124)')
     return p, p.parse_args(argv)
 
@@ -226,9 +230,11 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
 
     start = time.monotonic()
     deadline = math.inf if timeout is None else start + timeout
-    procs = [NodeProcess(s.name, [find_executable(s.executable, env), *s.ros_args(run_dir / 'params')], env,
-                         run_dir / 'logs' / f'{s.name}.log') for s in specs]
-    required = {s.name for s in specs if s.required}
+    units = graph.processes(specs)
+    procs = [NodeProcess(u.name, [find_executable(u.executable, env), *u.command(run_dir / 'params')], env,
+                         run_dir / 'logs' / f'{u.name}.log') for u in units]
+    required = {u.name for u in units if u.required}
+    what = {u.name: u.describe for u in units}
     warned: set = set()
     summaries: list[dict] = []
     progress = Progress(total_iterations, first_iteration)
@@ -260,9 +266,9 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
                 continue
             if p.name in required:
                 show_ignored()
-                raise NodeDied(p, code)
+                raise NodeDied(p, code, what[p.name])
             warned.add(p.name)
-            progress.write(f"warning: optional node '{p.name}' exited with code {code}; continuing")
+            progress.write(f"warning: optional {what[p.name]} exited with code {code}; continuing")
         if time.monotonic() > deadline:
             raise Deadline
 
@@ -298,8 +304,8 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
         code = EXIT_DONE
         # The learner finishes its last iteration's files and deliveries and exits by itself (exit_when_done): a
         # 'done' row can be read in metrics.csv before its TensorBoard point is written, so let it end first.
-        learner = next((p for p, s in zip(procs, specs)
-                        if s.name == 'learner' and s.overrides.get('exit_when_done', True)), None)
+        learner = next((p for p, u in zip(procs, units) if not u.composed and u.name == 'learner'
+                        and u.nodes[0].overrides.get('exit_when_done', True)), None)
         grace = time.monotonic() + LEARNER_EXIT_GRACE
         while learner is not None and learner.poll() is None and time.monotonic() < grace:
             probe.spin_once(0.05)
@@ -411,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides['target_return'] = args.target_return
         cfg = load_config(config_path, **overrides)
         specs = graph.build_graph(args.hardware, args.namespace, config_path, run_dir, overrides, node_params,
-                                  lofi_workers=args.lofi_workers, record=not args.no_record)  # checks run_dir
+                                  lofi_workers=args.lofi_workers, record=not args.no_record,
+                                  compose=not args.no_compose)  # checks run_dir
         resume = node_params.get('learner', {}).get('resume')
         first_iteration = checkpoint_version(latest_checkpoint(resume)) if resume else 0
     except (ValueError, TypeError, OSError) as exc:

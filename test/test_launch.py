@@ -13,7 +13,7 @@ from mfpg_ros import graph
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'train_real.launch.py'
 ARGUMENTS = {'hardware', 'task', 'hifi_variant', 'lofi_variant', 'iterations', 'config', 'namespace', 'run_dir',
-             'resume', 'record', 'sigterm_timeout'}
+             'resume', 'record', 'compose', 'sigterm_timeout'}
 
 
 def _ros_module(name: str, attribute: str):
@@ -82,10 +82,15 @@ def test_launch_builds_the_graph_of_graph_py(hardware, tmp_path):
         with pytest.raises(RuntimeError, match='needs ros_gz_sim, which is not installed: sudo apt install'):
             _node_actions(arguments)  # a clear error with the install line, not a half-started graph
         return
-    nodes = _node_actions(arguments)
     specs = graph.build_graph(hardware, namespace='robot1', run_dir=tmp_path, record=True)  # launch records
-    assert [n.node_executable for n in nodes] == [s.executable for s in specs]
-    assert {n.node_package for n in nodes} == {graph.PACKAGE}
+    for compose, units in (('true', graph.processes(specs)), ('false', graph.processes(
+            graph.build_graph(hardware, namespace='robot1', run_dir=tmp_path, record=True, compose=False)))):
+        nodes = _node_actions({**arguments, 'compose': compose})
+        assert [n.node_executable for n in nodes] == [u.executable for u in units]
+        assert {n.node_package for n in nodes} == {graph.PACKAGE}
+    composed = [u for u in graph.processes(specs) if u.composed]
+    assert [sorted(u.arguments) for u in composed] == ([sorted(graph.COMPOSED['twin']['hf_loop'])]
+                                                        if hardware == 'twin' else [])
 
 
 @needs_launch

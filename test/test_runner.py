@@ -85,6 +85,43 @@ def test_argv_carries_name_namespace_params_and_remaps(tmp_path):
     assert all(s.namespace == 'robot1' for s in specs)
 
 
+def test_the_twins_control_loop_is_one_process_of_three_nodes(tmp_path):
+    specs = graph.build_graph('twin', namespace='robot1', run_dir=tmp_path, record=True,
+                              remappings=[('/diagnostics', '/robot1/diagnostics')])
+    units = graph.processes(specs)
+    assert [u.name for u in units] == ['learner', 'hf_loop', 'lofi_sim', 'bag_recorder']
+    loop = units[1]
+    assert loop.composed and loop.executable == 'compose' and loop.required
+    assert sorted(loop.arguments) == sorted(graph.COMPOSED['twin']['hf_loop'])
+    argv = loop.command(tmp_path / 'params')
+    head, ros = argv[:argv.index('--ros-args')], argv[argv.index('--ros-args') + 1:]
+    assert head == loop.arguments
+    assert not any(a.startswith('__node:=') for a in ros)  # each node keeps its name
+    assert ros[:2] == ['-r', '__ns:=/robot1'] and '/diagnostics:=/robot1/diagnostics' in ros
+    files = [ros[i + 1] for i, a in enumerate(ros) if a == '--params-file']
+    assert files[:2] == [str(f) for f in loop.nodes[0].params_files]
+    assert files[2:] == [str(tmp_path / 'params' / f'robot1__{n}.yaml') for n in loop.arguments]  # one per node
+    for unit in units:  # the others as before: a process per node, its own argv
+        assert unit.composed or unit.command(tmp_path) == unit.nodes[0].ros_args(tmp_path)
+    separate = graph.processes(graph.build_graph('twin', run_dir=tmp_path, compose=False))
+    assert not any(u.composed for u in separate) and len(separate) == 5
+    assert not any(u.composed for u in graph.processes(graph.build_graph('real', run_dir=tmp_path)))
+
+
+def test_composed_nodes_must_share_their_process_arguments(tmp_path):
+    a = graph.NodeSpec('a', 'twin_plant', params_files=('x.yaml',), process='p')
+    with pytest.raises(ValueError, match=r"nodes \['b'\] of process 'p' differ from a"):
+        graph.processes([a, graph.NodeSpec('b', 'hifi_interface', params_files=('y.yaml',), process='p')])
+
+
+def test_compose_names_the_nodes_it_can_run():
+    from mfpg_ros.nodes import compose
+    assert [c.__name__ for c in compose.node_classes(['twin_plant', 'policy_server'])] == ['TwinPlant', 'PolicyServer']
+    for bad in ([], ['twin_plant', 'nope'], ['twin_plant', 'twin_plant']):
+        with pytest.raises(SystemExit, match='usage: compose NODE'):
+            compose.node_classes(bad)
+
+
 def test_several_lofi_workers(tmp_path):
     specs = graph.build_graph('twin', run_dir=tmp_path, lofi_workers=2, node_params={'lofi_sim': {'nthread': 2}})
     lofi = [s for s in specs if s.executable == 'lofi_sim']
@@ -375,7 +412,7 @@ def test_mfpg_train_end_to_end_on_the_twin(ros_env, tmp_path):
     assert 'final HF return' in result.stdout
     for name in ('config.yaml', 'metrics.csv', 'learning_curve.png'):
         assert (run_dir / name).is_file(), name
-    assert {p.stem for p in (run_dir / 'logs').glob('*.log')} == {*graph.TRAINING_NODES, 'twin_plant', 'bag_recorder'}
+    assert {p.stem for p in (run_dir / 'logs').glob('*.log')} == {'learner', 'lofi_sim', 'hf_loop', 'bag_recorder'}
     assert (run_dir / 'bag' / 'metadata.yaml').is_file()  # the run was recorded
     # TensorBoard scalars: one point per metrics.csv row, step = the policy version after the update
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

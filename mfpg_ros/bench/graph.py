@@ -46,12 +46,13 @@ def completed_iterations(metrics_csv: Path) -> int:
     return 0
 
 
-def run_graph(iterations: int, sets: list[str], run_dir: Path, skip: int,
-              lofi_workers: int = 1) -> tuple[list[float], dict[str, float]]:
+def run_graph(iterations: int, sets: list[str], run_dir: Path, skip: int, lofi_workers: int = 1,
+              compose: bool = True) -> tuple[list[float], dict[str, float]]:
     """`mfpg train` for `iterations`: each iteration's wall time, and each node's CPU seconds per iteration
     between the end of iteration `skip` and the last iteration seen while every node was still up."""
     cmd = [sys.executable, '-m', 'mfpg_ros.cli', 'train', '--run-dir', str(run_dir), '--iterations', str(iterations),
-           '--target-return', 'nan', '--lofi-workers', str(lofi_workers), *sum((['--set', s] for s in sets), [])]
+           '--target-return', 'nan', '--lofi-workers', str(lofi_workers), *sum((['--set', s] for s in sets), []),
+           *([] if compose else ['--no-compose'])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     runner, first, last = psutil.Process(proc.pid), None, None
     while proc.poll() is None:
@@ -78,6 +79,9 @@ def main(argv=None) -> int:
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='config override, or NODE.PARAM=VALUE for a node of the graph')
     parser.add_argument('--lofi-workers', type=int, default=1, help='lofi_sim processes in the graph (mfpg train)')
+    parser.add_argument('--no-compose', action='store_true',
+                        help='one process per node (mfpg train --no-compose); default: the graph as mfpg train starts '
+                             'it, the twin\'s control loop in one process')
     args = parser.parse_args(argv)
     skip = 2  # start-up and first-iteration effects
     # node.param ones (the twin plant's too) go to the graph alone
@@ -95,7 +99,8 @@ def main(argv=None) -> int:
     graph_runs = []
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
-            seconds, cpu = run_graph(args.iterations, args.set, Path(tmp) / 'run', skip, args.lofi_workers)
+            seconds, cpu = run_graph(args.iterations, args.set, Path(tmp) / 'run', skip, args.lofi_workers,
+                                     not args.no_compose)
             graph_runs.append((seconds[skip:], cpu))
         in_process_runs.append(run_in_process())
     ratios = []
@@ -109,7 +114,8 @@ def main(argv=None) -> int:
     p = statistics.median([t for seconds, _ in in_process_runs for t in seconds])
     print(f'{cfg.task}: {cfg.algo.hf_steps_per_iter} HF steps + {cfg.algo.pool_envs}x{cfg.algo.pool_steps_per_env} '
           f'pool steps per iteration, {args.rounds} rounds of {args.iterations} iterations ({skip} warm-up)')
-    print(f'node graph (separate processes over DDS, recording its bag as `mfpg train` does): {g * 1e3:.0f} '
+    layout = 'one process per node' if args.no_compose else 'the twin\'s control loop in one process, the rest apart'
+    print(f'node graph ({layout}, DDS between all nodes, recording its bag as `mfpg train` does): {g * 1e3:.0f} '
           f'ms/iteration; in-process trainer: {p * 1e3:.0f} ms/iteration (medians over all rounds)')
     node_cpu = {name: statistics.median(cpu[name] for _, cpu in graph_runs if name in cpu)
                 for name in {name for _, cpu in graph_runs for name in cpu}}

@@ -7,7 +7,7 @@ import faulthandler
 import os
 import signal
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -176,24 +176,32 @@ def refuse_parameter_changes(parameters) -> SetParametersResult:
                                                         'restart the node (or the graph) with the new value')
 
 
-def run(node_factory: Callable[[], Node], args=None, executor_class: type[Executor] = LeanExecutor) -> None:
-    """Standard node main: init, spin until Ctrl-C or shutdown, clean up. A node with async callbacks needs
-    rclpy's own executor (executor_class=SingleThreadedExecutor); MFPG_EXECUTOR=rclpy selects it for every node."""
+def run(node_factory: Callable[[], Node] | Sequence[Callable[[], Node]], args=None,
+        executor_class: type[Executor] = LeanExecutor) -> None:
+    """Standard node main: init, spin until Ctrl-C or shutdown, clean up. Several factories: their nodes share the
+    process and one executor (composition). A node with async callbacks needs rclpy's own executor
+    (executor_class=SingleThreadedExecutor); MFPG_EXECUTOR=rclpy selects it for every node."""
     if os.environ.get('MFPG_EXECUTOR', 'lean') == 'rclpy':
         executor_class = SingleThreadedExecutor
+    factories = [node_factory] if callable(node_factory) else list(node_factory)
     faulthandler.enable()  # a crash below Python (segfault, abort) leaves every thread's Python stack in the log
     rclpy.init(args=sys.argv if args is None else args)
-    node = None
+    nodes: list[Node] = []
     try:
         try:
-            node = node_factory()
+            for factory in factories:
+                nodes.append(factory())
         except (ValueError, OSError, ParameterException) as exc:  # a bad parameter or file: its message, no traceback
-            rclpy.logging.get_logger(os.path.basename(sys.argv[0])).fatal(f'cannot start: {exc}')
+            name = getattr(factory, '__name__', os.path.basename(sys.argv[0]))
+            rclpy.logging.get_logger(os.path.basename(sys.argv[0])).fatal(f'cannot start {name}: {exc}'
+                                                                         if len(factories) > 1 else
+                                                                         f'cannot start: {exc}')
             raise SystemExit(1) from None
-        warn_unknown_parameters(node)
-        node.add_on_set_parameters_callback(refuse_parameter_changes)
         executor = executor_class()
-        executor.add_node(node)
+        for node in nodes:
+            warn_unknown_parameters(node)
+            node.add_on_set_parameters_callback(refuse_parameter_changes)
+            executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -204,6 +212,6 @@ def run(node_factory: Callable[[], Node], args=None, executor_class: type[Execut
         # A terminal's Ctrl-C under ros2 launch reaches a node twice (from the terminal and from launch): the second
         # must not break off the clean-up (a bag's metadata written on the way out, a pool thread joined).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if node is not None:
+        for node in reversed(nodes):
             node.destroy_node()
         rclpy.try_shutdown()
