@@ -235,10 +235,11 @@ def collect_results(out: Path) -> tuple[list[dict], list[dict]]:
 
 def prepare(preset: Preset, out: Path, specs: list[dict], overrides=None) -> list[dict]:
     """Check OUT (held with claim) and record this call in OUT/suite_<preset>.json (merged with earlier calls);
-    returns the runs left to do. Refused if OUT holds finished runs made with other --set overrides or another
-    config. Overrides are compared as JSON stores them (NaN as null)."""
+    returns the runs left to do. Refused if OUT holds finished runs (of any call) made with other --set overrides or
+    another config. Overrides are compared as JSON stores them (NaN as null)."""
     from mfpg_ros.train_inprocess import json_ready
-    overrides, record = json_ready(overrides or {}), out / f'suite_{preset.name}.json'
+    given, record = overrides or {}, out / f'suite_{preset.name}.json'
+    overrides = json_ready(given)
     earlier = json.loads(record.read_text()) if record.exists() else {}
     if earlier and json_ready(earlier.get('overrides', {})) != overrides and any(out.glob(FINISHED)):
         raise Refused(f'{out} holds runs made with other --set overrides ({earlier.get("overrides")}, see '
@@ -246,9 +247,10 @@ def prepare(preset: Preset, out: Path, specs: list[dict], overrides=None) -> lis
     merged = {key: sorted({*earlier.get(key, []), *(spec[key[:-1]] for spec in specs)})
               for key in ('settings', 'methods', 'seeds')}
     record.write_text(json.dumps({'preset': preset.name, **merged, 'overrides': overrides}, indent=1))
-    finished = [(run_dir(out, s) / 'summary.json').exists() for s in specs]
-    _refuse_stale(out, [s for s, f in zip(specs, finished) if f])
-    return sorted((s for s, f in zip(specs, finished) if not f), key=_cost, reverse=True)
+    # every finished run the report will aggregate, earlier calls' too, not only this call's
+    recorded = run_specs(preset, merged['settings'], merged['methods'], merged['seeds'], given)
+    _refuse_stale(out, [s for s in recorded if (run_dir(out, s) / 'summary.json').exists()])
+    return sorted((s for s in specs if not (run_dir(out, s) / 'summary.json').exists()), key=_cost, reverse=True)
 
 
 def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, methods=None, seeds=None,
