@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from mfpg_ros import graph
-from mfpg_ros.core.config import config_fields, load_config
+from mfpg_ros.core.config import config_fields, ignored_settings_warning, load_config
 from mfpg_ros.core.run_folder import checkpoint_version, drop_rows_from, latest_checkpoint
 from mfpg_ros.node_process import NodeProcess, stop_all
 
@@ -432,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     target = 'none' if cfg.target_return is None else cfg.target_return
     print(f'run folder: {run_dir}\ntraining {cfg.task} on {args.hardware} hardware: up to {cfg.iterations} '
           f'iterations, target HF return {target}', flush=True)
+    unused = ignored_settings_warning(cfg.algo)
+    if unused:
+        print(f'warning: {unused}', flush=True)
     if args.hardware != 'twin':
         print(f'{args.hardware}: the robot side must be running already; its topics and reset service are in '
               f'{graph.share_file("config", "hardware", args.hardware + ".yaml")}', flush=True)

@@ -5,10 +5,11 @@ import argparse
 import json
 import math
 import os
+import sys
 
 import yaml
 
-from mfpg_ros.core.config import load_config
+from mfpg_ros.core.config import ignored_settings_warning, load_config
 from mfpg_ros.graph import check_variants, config_value, share_file
 from mfpg_ros.trainer import Trainer
 
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             trainer = Trainer(cfg)
     except (ValueError, TypeError, OSError) as exc:
         parser.error(str(exc))
+    unused = ignored_settings_warning(trainer.cfg.algo)
+    if unused:
+        print(f'warning: {unused}', file=sys.stderr, flush=True)
 
     def show(m: dict) -> None:
         if args.json:

@@ -365,6 +365,24 @@ def test_config_refuses_values_no_run_can_use(key, value, message):
         load_config(None, **{key: value})
 
 
+def test_settings_the_chosen_algorithm_does_not_read_are_named():
+    """A config file may serve several algorithms, so these are warned about (CLI, learner node), not refused."""
+    from mfpg_ros.core.config import ALGORITHMS, ignored_settings, ignored_settings_warning
+    from mfpg_ros.graph import share_file
+    for algorithm in ALGORITHMS:  # the package's config sets nothing an algorithm ignores
+        package_config = load_config(share_file('config', 'train.yaml'), **{'algo.algorithm': algorithm})
+        assert ignored_settings(package_config.algo) == []
+    ppo_keys = {'algo.ppo.n_epochs': 3, 'algo.estimator.ema_alpha': 0.5, 'algo.offdyn.beta': 2.0}
+    assert ignored_settings(load_config(None, **ppo_keys).algo) == ['algo.ppo.n_epochs', 'algo.offdyn.beta']
+    assert ignored_settings(load_config(None, **{**ppo_keys, 'algo.algorithm': 'mf_ppo'}).algo) == ['algo.offdyn.beta']
+    assert ignored_settings(load_config(None, **{**ppo_keys, 'algo.algorithm': 'darc'}).algo) == [
+        'algo.estimator.ema_alpha', 'algo.ppo.n_epochs']
+    assert ignored_settings_warning(load_config(None, **{'algo.ppo.n_epochs': 3}).algo) == (
+        'algo.ppo.n_epochs is set but mf_reinforce does not use it')
+    resolved = load_config(None, **{'algo.algorithm': 'ppo', 'algo.estimator.pairing': 'paper'})  # = ppo's 'auto'
+    assert ignored_settings(resolved.algo) == []
+
+
 def test_gae_with_lambda_one_is_reward_to_go_minus_value():
     r, v = np.array([1.0, 2.0, 3.0]), np.array([0.5, -1.0, 2.0])
     np.testing.assert_allclose(gae(r, v, 0.5, 1.0), [1 + 0.5 * 2 + 0.25 * 3 - 0.5, 2 + 0.5 * 3 + 1.0, 3.0 - 2.0])

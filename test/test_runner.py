@@ -473,10 +473,14 @@ def test_train_inprocess_takes_every_set_and_refuses_bad_ones(tmp_path, capsys):
     assert train_inprocess.main(['--resume', str(ckpt), '--iterations', '2', '--save', str(ckpt)]) == 0  # its own
     from mfpg_ros.core.run_folder import checkpoint_version
     assert checkpoint_version(ckpt) == 2
-    assert train_inprocess.main(['--set', 'algo.pool_steps_per_env=20', '--iterations', '1', '--json']) == 0
+    assert train_inprocess.main(['--set', 'algo.pool_steps_per_env=20', 'algo.ppo.n_epochs=3', '--iterations', '1',
+                                 '--json']) == 0
+    captured = capsys.readouterr()
+    assert 'warning: algo.ppo.n_epochs is set but mf_reinforce does not use it' in captured.err
+
     def refuse(constant):
         raise AssertionError(f'{constant} is not standard JSON')
-    row = json.loads(capsys.readouterr().out.splitlines()[-1], parse_constant=refuse)
+    row = json.loads(captured.out.splitlines()[-1], parse_constant=refuse)
     assert row['iteration'] == 0 and 'hf_return' in row
     assert json.loads(train_inprocess.json_line({'hf_return': math.nan, 'x': 1.5}), parse_constant=refuse) == {
         'hf_return': None, 'x': 1.5}  # no finished HF episode yet: null, not NaN

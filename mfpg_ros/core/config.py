@@ -11,6 +11,8 @@ import yaml
 
 ALGORITHMS = ('mf_reinforce', 'reinforce', 'lf_reinforce', 'mf_ppo', 'ppo', 'darc', 'par')
 PPO_ALGORITHMS = ('ppo', 'mf_ppo')  # the algorithms core/ppo.py runs
+MF_ALGORITHMS = ('mf_reinforce', 'mf_ppo')  # the control variate (algo.estimator)
+OFF_DYNAMICS_ALGORITHMS = ('darc', 'par')  # algo.offdyn
 CLIP_MODES = ('joint', 'separate')
 PAIRINGS = ('paper', 'matched')  # estimator.pairing (docs/pairing.md)
 
@@ -183,6 +185,28 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def ignored_settings(algo: AlgoConfig) -> list[str]:
+    """The algo.estimator / algo.ppo / algo.offdyn keys set away from their defaults that algo.algorithm does not
+    read: a warning for the user (one config file may well serve several algorithms, so not an error)."""
+    ignored = []
+    for section, users in (('estimator', MF_ALGORITHMS), ('ppo', PPO_ALGORITHMS), ('offdyn', OFF_DYNAMICS_ALGORITHMS)):
+        if algo.algorithm in users:
+            continue
+        value = getattr(algo, section)
+        default = type(value)()
+        if section == 'estimator':
+            default.resolve_pairing(algo.algorithm)
+        ignored += [f'algo.{section}.{f.name}' for f in dataclasses.fields(value)
+                    if getattr(value, f.name) != getattr(default, f.name)]
+    return ignored
+
+
+def ignored_settings_warning(algo: AlgoConfig) -> str | None:
+    ignored = ignored_settings(algo)
+    return (f'{", ".join(ignored)} {"is" if len(ignored) == 1 else "are"} set but {algo.algorithm} does not use '
+            f'{"it" if len(ignored) == 1 else "them"}') if ignored else None
 
 
 RUN_CONTROL = ('iterations', 'eval_every', 'eval_episodes', 'target_return')  # may change when a run is resumed

@@ -18,6 +18,7 @@ from std_msgs.msg import Float64, String, UInt8MultiArray
 from mfpg_ros.core.bookkeeping import EpisodeReturns
 from mfpg_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from mfpg_ros.core.codec import CodecError, decode_episodes, encode_weights
+from mfpg_ros.core.config import ignored_settings_warning
 from mfpg_ros.core.episode import LOFI_POOL
 from mfpg_ros.core.learners import iteration_assembler, make_learner
 from mfpg_ros.core.run_folder import check_start, drop_rows_from
@@ -83,6 +84,9 @@ class LearnerNode(Node):
                                               resume_step=self.learner.version + 1 if resume else None)
         self.publish_weights()
         self.get_logger().info(f'{algo.algorithm} on {cfg.task}: waiting for version {self.learner.version} data')
+        unused = ignored_settings_warning(algo)
+        if unused:
+            self.get_logger().warning(unused)
 
     def on_episode(self, msg: UInt8MultiArray, topic: str) -> None:
         try:
