@@ -153,6 +153,25 @@ def test_hifi_interface_says_what_it_still_waits_for(spawn, probe):
     probe.wait_until(says('policy weights, policy_server'), 30, 'the reset service no longer missing')
 
 
+def test_a_late_action_is_counted_and_one_never_asked_for_is_rejected(spawn, probe):
+    """An action for an observation already given up on (its segment aborted by a watchdog trip) is normal under
+    faults: counted as late, not as bad input. One for an observation never sent is rejected."""
+    from mfpg_ros.nodes.common import CONTROL
+    diag = probe.subscribe('/diagnostics', DiagnosticArray)
+
+    def value(key):
+        values = [kv.value for m in diag for st in m.status if 'hifi_interface' in st.name
+                  for kv in st.values if kv.key == key]
+        return values[-1] if values else None
+    spawn('hifi_interface', node_args(TWIN))
+    probe.wait_until(lambda: value('late_actions') == '0', 30, 'hifi_interface diagnostics')
+    report = lambda seq: Float64MultiArray(data=array.array('d', [seq, 0.0, 0.1, 0.2, 0.1]))  # noqa: E731
+    probe.publish('hifi/action', report(0.0), CONTROL)  # seq 0: the last observation it sent (none yet)
+    probe.publish('hifi/action', report(1e6), CONTROL)
+    probe.wait_until(lambda: value('late_actions') == '1' and value('rejected hifi/action unexpected') == '1', 30,
+                     'one late action, one rejected')
+
+
 def test_another_plant_wiring_trains_with_hifi_interface_unchanged(spawn, probe):
     """A plant that publishes joints in another order with an extra joint, on other topic names: only the
     hardware parameters change, hifi_interface and policy_server code do not."""

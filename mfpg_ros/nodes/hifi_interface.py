@@ -67,7 +67,7 @@ class HifiInterface(Node):
         self.phase, self.latest_version, self.seq, self.pending_state = WAITING, -1, 0, None
         self.early_state, self.phase_since, self.latest_state = None, time.monotonic(), None
         self.last_stamp: int | None = None  # newest joint_states header stamp, ns
-        self.episodes = self.segments = self.stale_actions = self.aborted = self.idle_ticks = 0
+        self.episodes = self.segments = self.stale_actions = self.late_actions = self.aborted = self.idle_ticks = 0
         self.clock_jumps_back = self.rewind_aborts = self.safe_commands = self.reset_timeouts = 0
         self.reset_future = None
         # episode duration from the plant's joint_states stamps (its own time; /clock may lag them), ns
@@ -92,7 +92,8 @@ class HifiInterface(Node):
         Diagnostics(self, lambda: {'phase': self.phase, 'waiting_for': self.waiting_for(), 'episodes': self.episodes,
                                    'segments': self.segments,
                                    'policy_version': self.latest_version,
-                                   'stale_actions': self.stale_actions, 'aborted_segments': self.aborted,
+                                   'stale_actions': self.stale_actions, 'late_actions': self.late_actions,
+                                   'aborted_segments': self.aborted,
                                    'time_source': time_source, 'clock_jumps_back': self.clock_jumps_back,
                                    'rewind_aborts': self.rewind_aborts, 'safe_commands': self.safe_commands,
                                    'reset_timeouts': self.reset_timeouts,
@@ -173,7 +174,10 @@ class HifiInterface(Node):
                 self.abort('policy_server sent its safe command: the plant moved outside the recorded steps')
             return
         if self.phase != OBSERVING or seq != self.seq:
-            self.rejections(ACTION, f'action for seq {seq} while {self.phase} at seq {self.seq}', 'unexpected')
+            if seq <= self.seq:  # the answer to an observation given up on meanwhile (segment aborted, watchdog trip)
+                self.late_actions += 1
+            else:  # an observation never sent
+                self.rejections(ACTION, f'action for seq {seq} while {self.phase} at seq {self.seq}', 'unexpected')
             return
         if self.on_budget == 'pause' and self.recorder.budget_reached(version):
             self.stale_actions += 1  # the policy server has not switched to the new weights yet: ask again
