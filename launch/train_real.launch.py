@@ -56,7 +56,7 @@ def nodes_from_graph(context):
     resume = {'learner': {'resume': arg('resume')}} if arg('resume') else {}
     specs = graph.build_graph(hardware=hardware, namespace=namespace, config=arg('config') or None,
                               run_dir=arg('run_dir') or None, overrides=overrides, record=arg('record') == 'true',
-                              node_params=resume, compose=arg('compose') == 'true')
+                              node_params=resume, compose=arg('compose') == 'true', profile=arg('profile') or None)
     actions = {'gazebo': gazebo_hook, 'real': real_hook}.get(hardware, lambda *_: [])(context, namespace)
     run_dir = next(s.overrides['run_dir'] for s in specs if s.name == 'learner')
     for unit in graph.processes(specs):
@@ -80,6 +80,9 @@ def generate_launch_description():
           for key, text in CONFIG_ARGUMENTS.items()),
         DeclareLaunchArgument('config', default_value=graph.share_file('config', 'train.yaml'),
                               description='training params file'),
+        DeclareLaunchArgument('profile', default_value='',
+                              description="hardware profile: your robot's topics, joints, reset and watchdog "
+                                          '(default: the package config/hardware/<hardware>.yaml)'),
         DeclareLaunchArgument('namespace', default_value='', description='namespace of the whole graph'),
         DeclareLaunchArgument('run_dir', default_value='',
                               description='run folder for checkpoints and metrics.csv (default runs/<timestamp>)'),

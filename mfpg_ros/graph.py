@@ -165,7 +165,8 @@ def processes(specs: list[NodeSpec]) -> list[ProcessSpec]:
 def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.PathLike | None = None,
                 run_dir: str | os.PathLike | None = None, overrides: dict | None = None,
                 node_params: dict[str, dict] | None = None, remappings=(), lofi_workers: int = 1,
-                lofi_nthread: int = 1, record: bool = False, compose: bool = True) -> list[NodeSpec]:
+                lofi_nthread: int = 1, record: bool = False, compose: bool = True,
+                profile: str | os.PathLike | None = None) -> list[NodeSpec]:
     """The node specs for one robot.
 
     hardware: twin | gazebo | real (selects config/hardware/<hardware>.yaml; twin adds the twin_plant node).
@@ -176,6 +177,8 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
     remappings: (from, to) pairs applied to every node.
     record: add bag_recorder (not required: its exit does not end training), writing <run_dir>/bag.
     compose: group the nodes of COMPOSED[hardware] into one process each (`processes` starts them so).
+    profile: the hardware profile file (default: the package's config/hardware/<hardware>.yaml): your robot's topic
+        names, joint names, reset, watchdog and clock settings, without editing the package.
     """
     if hardware not in HARDWARE:
         raise ValueError(f'hardware must be one of {HARDWARE}, got {hardware!r}')
@@ -184,7 +187,9 @@ def build_graph(hardware: str = 'twin', namespace: str = '', config: str | os.Pa
     namespace = namespace.strip('/')
     config = str(Path(config).resolve()) if config else share_file('config', 'train.yaml')
     run_dir = str(Path(run_dir or default_run_dir()).resolve())
-    profile = share_file('config', 'hardware', f'{hardware}.yaml')
+    profile = str(Path(profile).resolve()) if profile else share_file('config', 'hardware', f'{hardware}.yaml')
+    if not Path(profile).is_file():
+        raise FileNotFoundError(f'hardware profile {profile} does not exist')
     sim_time = profile_uses_sim_time(profile)
     remappings = tuple(tuple(r) for r in remappings)
     if sim_time and namespace:  # each namespaced graph has its own plant, so its own clock

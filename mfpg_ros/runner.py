@@ -44,6 +44,7 @@ def parse_args(argv):
     p.add_argument('--config', help='training params file (default: the package config/train.yaml)')
     p.add_argument('--hardware', choices=graph.HARDWARE, default='twin',
                    help='twin: MuJoCo twin plant (default); gazebo/real: the robot side must already be running')
+    p.add_argument('--profile', help='hardware profile file (default: the package config/hardware/<hardware>.yaml)')
     p.add_argument('--namespace', default='', help='ROS namespace of the whole graph (one robot)')
     p.add_argument('--run-dir', help='run folder (default runs/<timestamp>)')
     p.add_argument('--iterations', type=int, help='override the config iterations')
@@ -418,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(config_path, **overrides)
         specs = graph.build_graph(args.hardware, args.namespace, config_path, run_dir, overrides, node_params,
                                   lofi_workers=args.lofi_workers, record=not args.no_record,
-                                  compose=not args.no_compose)  # checks run_dir
+                                  compose=not args.no_compose, profile=args.profile)  # checks run_dir
         resume = node_params.get('learner', {}).get('resume')
         first_iteration = checkpoint_version(latest_checkpoint(resume)) if resume else 0
     except (ValueError, TypeError, OSError) as exc:
@@ -437,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'warning: {unused}', flush=True)
     if args.hardware != 'twin':
         print(f'{args.hardware}: the robot side must be running already; its topics and reset service are in '
-              f'{graph.share_file("config", "hardware", args.hardware + ".yaml")}', flush=True)
+              f'{args.profile or graph.share_file("config", "hardware", args.hardware + ".yaml")}', flush=True)
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C and SIGTERM stop the graph cleanly (even if started
         signal.signal(sig, signal.default_int_handler)  # in the background, where a shell ignores SIGINT)

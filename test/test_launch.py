@@ -13,7 +13,7 @@ from mfpg_ros import graph
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'train_real.launch.py'
 ARGUMENTS = {'hardware', 'task', 'hifi_variant', 'lofi_variant', 'iterations', 'config', 'namespace', 'run_dir',
-             'resume', 'record', 'compose', 'sigterm_timeout'}
+             'resume', 'record', 'compose', 'profile', 'sigterm_timeout'}
 
 
 def _ros_module(name: str, attribute: str):
@@ -91,6 +91,16 @@ def test_launch_builds_the_graph_of_graph_py(hardware, tmp_path):
     composed = [u for u in graph.processes(specs) if u.composed]
     assert [sorted(u.arguments) for u in composed] == ([sorted(graph.COMPOSED['twin']['hf_loop'])]
                                                         if hardware == 'twin' else [])
+
+
+@needs_launch
+def test_launch_profile_argument_reaches_the_profile_nodes(tmp_path):
+    mine = tmp_path / 'my_robot.yaml'
+    mine.write_text('/**:\n  ros__parameters:\n    use_sim_time: false\n')
+    nodes = _node_actions({'hardware': 'real', 'run_dir': str(tmp_path / 'run'), 'profile': str(mine)})
+    files = {n.node_executable: [''.join(t.text for t in p.param_file) if not isinstance(p.param_file, (str, Path))
+                                 else str(p.param_file) for p in n._Node__parameters] for n in nodes}
+    assert {e for e, f in files.items() if str(mine) in f} == {'policy_server', 'hifi_interface'}
 
 
 @needs_launch

@@ -45,6 +45,19 @@ def test_hardware_selects_the_node_set(hardware, plant, tmp_path):
         assert list(spec.params_files) == expected
 
 
+def test_a_robots_own_hardware_profile_replaces_the_packages(tmp_path):
+    mine = tmp_path / 'my_robot.yaml'
+    mine.write_text('/**:\n  ros__parameters:\n    use_sim_time: false\n    command_topic: arm/commands\n')
+    specs = graph.build_graph('real', run_dir=tmp_path / 'run', profile=mine)
+    for spec in specs:
+        assert (str(mine) in spec.params_files) == (spec.executable in graph.PROFILE_NODES)
+        assert spec.overrides.get('use_sim_time', False) is False  # the clock setting read from this file
+    twin = graph.build_graph('twin', run_dir=tmp_path / 'run', profile=mine)  # a twin on wall time, as it says
+    assert not any(s.overrides.get('use_sim_time') for s in twin)
+    with pytest.raises(FileNotFoundError, match='hardware profile .*nope.yaml does not exist'):
+        graph.build_graph('real', run_dir=tmp_path / 'run', profile=tmp_path / 'nope.yaml')
+
+
 def test_recording_adds_an_optional_bag_recorder(tmp_path):
     specs = graph.build_graph('twin', run_dir=tmp_path, record=True)
     recorder = specs[-1]
