@@ -150,7 +150,7 @@ def test_auto_pairing_is_paper_for_mf_reinforce_and_matched_for_mf_ppo():
     assert load_config(shipped.to_dict()).algo.estimator.pairing == 'matched'  # saved resolved: reloads the same
     explicit = AlgoConfig(algorithm='mf_ppo', estimator={'pairing': 'paper'}, ppo={'cv_clip': 'signed'})
     assert explicit.estimator.pairing == 'paper'  # an explicit choice stays, with its own options
-    with pytest.raises(ValueError, match="mf_ppo defaults to it: set estimator.pairing: paper"):
+    with pytest.raises(ValueError, match="mf_ppo defaults to it: set algo.estimator.pairing: paper"):
         AlgoConfig(algorithm='mf_ppo', estimator={'trim_pairs': False})
     with pytest.raises(ValueError, match="mf_ppo's default"):
         AlgoConfig(algorithm='mf_ppo', ppo={'cv_clip': 'signed'})

@@ -41,10 +41,10 @@ class EstimatorConfig:
     def __post_init__(self):
         self.fixed_c = _optional(self.fixed_c)
         if self.pairing not in ('auto', *PAIRINGS):
-            raise ValueError(f"estimator.pairing {self.pairing!r} is not one of {('auto', *PAIRINGS)}")
+            raise ValueError(f"algo.estimator.pairing {self.pairing!r} is not one of {('auto', *PAIRINGS)}")
         if self.pairing == 'matched' and (not self.trim_pairs or self.mu_from_pool_only):
-            raise ValueError("estimator.pairing 'matched' uses whole replays and its own mean term: trim_pairs and "
-                             "mu_from_pool_only apply to 'paper' only")
+            raise ValueError("algo.estimator.pairing 'matched' uses whole replays and its own mean term: trim_pairs "
+                             "and mu_from_pool_only apply to 'paper' only")
 
     def resolve_pairing(self, algorithm: str) -> None:
         """'auto' becomes the pairing `algorithm` defaults to; an explicit choice stays."""
@@ -54,7 +54,7 @@ class EstimatorConfig:
         try:
             self.__post_init__()
         except ValueError as err:
-            raise ValueError(f'{err} ({algorithm} defaults to it: set estimator.pairing: paper)') from None
+            raise ValueError(f'{err} ({algorithm} defaults to it: set algo.estimator.pairing: paper)') from None
 
 
 @dataclass
@@ -88,14 +88,14 @@ class PPOConfig:
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f'algo.ppo.target_kl must be > 0 (or null: no early stop), not {self.target_kl}')
         if self.cv_epochs < 0:
-            raise ValueError(f'ppo.cv_epochs must be >= 0 (0: every epoch), not {self.cv_epochs}')
+            raise ValueError(f'algo.ppo.cv_epochs must be >= 0 (0: every epoch), not {self.cv_epochs}')
         if self.cv_clip not in ('plain', 'signed'):
-            raise ValueError(f"ppo.cv_clip must be 'plain' or 'signed', not {self.cv_clip!r}")
+            raise ValueError(f"algo.ppo.cv_clip must be 'plain' or 'signed', not {self.cv_clip!r}")
         if self.cv_policy not in ('current', 'rollout'):
-            raise ValueError(f"ppo.cv_policy must be 'current' or 'rollout', not {self.cv_policy!r}")
+            raise ValueError(f"algo.ppo.cv_policy must be 'current' or 'rollout', not {self.cv_policy!r}")
         if self.cv_policy == 'rollout' and self.cv_clip != 'plain':
-            raise ValueError("ppo.cv_policy 'rollout' takes the LF gradients at ratio 1, where nothing is clipped: "
-                             "use it with cv_clip 'plain'")
+            raise ValueError("algo.ppo.cv_policy 'rollout' takes the LF gradients at ratio 1, where nothing is "
+                             "clipped: use it with algo.ppo.cv_clip 'plain'")
 
 
 @dataclass
@@ -145,11 +145,12 @@ class AlgoConfig:
         if any(width < 1 for width in self.hidden):  # () is a linear policy
             raise ValueError(f'algo.hidden must list layer widths >= 1, not {list(self.hidden)}')
         if self.algorithm not in ALGORITHMS:
-            raise ValueError(f'algorithm {self.algorithm!r} is not one of {ALGORITHMS}')
+            raise ValueError(f'algo.algorithm {self.algorithm!r} is not one of {ALGORITHMS}')
         if self.clip_mode not in CLIP_MODES:
-            raise ValueError(f'clip_mode {self.clip_mode!r} is not one of {CLIP_MODES}')
+            raise ValueError(f'algo.clip_mode {self.clip_mode!r} is not one of {CLIP_MODES}')
         if self.clip_mode != 'joint' and self.algorithm in ('mf_ppo', 'ppo'):
-            raise ValueError(f"clip_mode {self.clip_mode!r} is not implemented for {self.algorithm!r} (joint only)")
+            raise ValueError(f"algo.clip_mode {self.clip_mode!r} is not implemented for {self.algorithm!r} "
+                             "(joint only)")
         if isinstance(self.estimator, dict):
             self.estimator = _build(EstimatorConfig, self.estimator, 'estimator')
         if isinstance(self.ppo, dict):
@@ -158,9 +159,9 @@ class AlgoConfig:
             self.offdyn = _build(OffDynamicsConfig, self.offdyn, 'offdyn')
         self.estimator.resolve_pairing(self.algorithm)
         if self.estimator.pairing == 'matched' and (self.ppo.cv_policy != 'current' or self.ppo.cv_clip != 'plain'):
-            raise ValueError("estimator.pairing 'matched' (mf_ppo's default) takes MF-PPO's correction once per "
-                             "iteration at the rollout weights: ppo.cv_policy and ppo.cv_clip apply to pairing 'paper' "
-                             "only")
+            raise ValueError("algo.estimator.pairing 'matched' (mf_ppo's default) takes MF-PPO's correction once "
+                             "per iteration at the rollout weights: algo.ppo.cv_policy and algo.ppo.cv_clip apply to "
+                             "pairing 'paper' only")
 
 
 @dataclass
