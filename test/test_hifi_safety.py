@@ -53,6 +53,23 @@ def test_estop_latches_survives_new_weights_and_reset_releases(server):
     server.wait_acting(1)  # acting again, with the weights received while stopped
 
 
+@pytest.mark.parametrize('server', [{'watchdog_timeout_s': 30.0, 'safe_command': 'zero'}], indirect=True)
+def test_ctrl_c_sends_the_safe_command_before_the_node_exits(server):
+    """A forward command controller keeps the last command: a policy_server stopped while active (Ctrl-C, SIGTERM
+    from ros2 launch) must leave the robot its safe command, not its last action (the watchdog is far off here)."""
+    from mfpg_ros.sim.recorder import SAFE_COMMAND_SEQ
+    server.publish('policy/weights', weights_msg(1, bias=0.8))
+    server.wait_acting(1)
+    assert server.commands[-1].data[0] != 0.0
+    reports = len(server.actions)
+    server.proc.interrupt()
+    server.probe.wait_until(lambda: server.proc.poll() is not None, 30, 'policy_server to exit')
+    assert server.proc.poll() == 0
+    server.probe.wait_until(lambda: any(m.data[0] == SAFE_COMMAND_SEQ for m in server.actions[reports:]), 5,
+                            'the safe command reported')
+    assert list(server.commands[-1].data) == [0.0]
+
+
 def test_weights_for_another_contract_are_refused_old_policy_keeps_running(server):
     assert server.step()[1] == 0.0
     other = Contract('other_rig', TASK.contract.observation_names, TASK.contract.action_names,

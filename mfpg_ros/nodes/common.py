@@ -7,7 +7,7 @@ import faulthandler
 import os
 import signal
 import sys
-from typing import Callable, Sequence
+from typing import Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -16,8 +16,10 @@ from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import UInt8MultiArray
 
 from mfpg_ros.core.codec import CodecError, decode_weights
@@ -176,42 +178,53 @@ def refuse_parameter_changes(parameters) -> SetParametersResult:
                                                         'restart the node (or the graph) with the new value')
 
 
-def run(node_factory: Callable[[], Node] | Sequence[Callable[[], Node]], args=None,
+WAKE_EVERY_S = 0.2  # the executor hands back to Python this often, where a stop request is seen
+
+
+def run(node_factory: Callable[[], Node] | dict[str, Callable[[], Node]], args=None,
         executor_class: type[Executor] = LeanExecutor) -> None:
-    """Standard node main: init, spin until Ctrl-C or shutdown, clean up. Several factories: their nodes share the
-    process and one executor (composition). A node with async callbacks needs rclpy's own executor
-    (executor_class=SingleThreadedExecutor); MFPG_EXECUTOR=rclpy selects it for every node."""
+    """Standard node main: init, spin until Ctrl-C, SIGTERM or shutdown, clean up. A dict {node name: factory}: the
+    nodes share the process and one executor (composition). A node with async callbacks needs rclpy's own executor
+    (executor_class=SingleThreadedExecutor); MFPG_EXECUTOR=rclpy selects it for every node.
+
+    rclpy's own signal handler shuts the context down at once, and then a lifecycle node could not publish any more:
+    an active policy_server stopped by Ctrl-C would leave the robot on its last command (a forward command
+    controller keeps it). So here a signal only asks the executor to stop after its current callback; then the
+    lifecycle nodes are shut down (policy_server: safe command) while the context is still up."""
     if os.environ.get('MFPG_EXECUTOR', 'lean') == 'rclpy':
         executor_class = SingleThreadedExecutor
-    factories = [node_factory] if callable(node_factory) else list(node_factory)
+    factories = node_factory if isinstance(node_factory, dict) else {os.path.basename(sys.argv[0]): node_factory}
     faulthandler.enable()  # a crash below Python (segfault, abort) leaves every thread's Python stack in the log
-    rclpy.init(args=sys.argv if args is None else args)
+    stop: list[int] = []  # the signals received
+    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM: ros2 launch's second step after SIGINT
+        signal.signal(sig, lambda signum, frame: stop.append(signum))
     nodes: list[Node] = []
     try:
-        try:
-            for factory in factories:
+        rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
+        for name, factory in factories.items():
+            try:
                 nodes.append(factory())
-        except (ValueError, OSError, ParameterException) as exc:  # a bad parameter or file: its message, no traceback
-            name = getattr(factory, '__name__', os.path.basename(sys.argv[0]))
-            rclpy.logging.get_logger(os.path.basename(sys.argv[0])).fatal(f'cannot start {name}: {exc}'
-                                                                         if len(factories) > 1 else
-                                                                         f'cannot start: {exc}')
-            raise SystemExit(1) from None
+            except (ValueError, OSError, ParameterException) as exc:  # a bad parameter or file: its message only
+                rclpy.logging.get_logger(name).fatal(f'cannot start: {exc}')
+                raise SystemExit(1) from None
         executor = executor_class()
         for node in nodes:
             warn_unknown_parameters(node)
             node.add_on_set_parameters_callback(refuse_parameter_changes)
             executor.add_node(node)
-        executor.spin()
+        if isinstance(executor, LeanExecutor):
+            executor.spin(WAKE_EVERY_S, until=lambda: bool(stop))
+        else:
+            while rclpy.ok() and not stop:
+                executor.spin_once(timeout_sec=WAKE_EVERY_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception:  # noqa: BLE001 - a callback racing Ctrl-C fails on the dead context: that is a clean stop
+    except Exception:  # noqa: BLE001 - a callback racing a shutdown fails on the dead context: that is a clean stop
         if rclpy.ok():
             raise
     finally:
-        # A terminal's Ctrl-C under ros2 launch reaches a node twice (from the terminal and from launch): the second
-        # must not break off the clean-up (a bag's metadata written on the way out, a pool thread joined).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for node in reversed(nodes):
+            if isinstance(node, LifecycleNode) and rclpy.ok():
+                node.trigger_shutdown()
             node.destroy_node()
         rclpy.try_shutdown()

@@ -17,12 +17,12 @@ COMPOSABLE = {'twin_plant': 'TwinPlant', 'hifi_interface': 'HifiInterface', 'pol
               'lofi_sim': 'LofiSim', 'learner': 'LearnerNode', 'bag_recorder': 'BagRecorder'}
 
 
-def node_classes(names: list[str]) -> list[type]:
+def node_classes(names: list[str]) -> dict[str, type]:
     unknown = [n for n in names if n not in COMPOSABLE]
     if not names or unknown or len(set(names)) != len(names):
         raise SystemExit(f'usage: compose NODE [NODE ...] [--ros-args ...], each NODE once, out of '
                          f'{", ".join(COMPOSABLE)}' + (f'; unknown: {", ".join(unknown)}' if unknown else ''))
-    return [getattr(importlib.import_module(f'mfpg_ros.nodes.{n}'), COMPOSABLE[n]) for n in names]
+    return {n: getattr(importlib.import_module(f'mfpg_ros.nodes.{n}'), COMPOSABLE[n]) for n in names}
 
 
 def main(args=None):

@@ -7,7 +7,8 @@ handles entered, the wait set and a callback table (rebuilt only when a node's e
 handles (C calls) on each wake and runs ready callbacks directly: timers, subscriptions, guard conditions, clients
 (futures without an executor run their done callbacks at once), services and waitables (QoS events). A handle
 destroyed meanwhile (e.g. from another thread) is freed when the entity set is next rebuilt. It stops when the
-context shuts down (Ctrl-C included: it waits on rclpy's SIGINT guard condition like the stock executor).
+context shuts down (Ctrl-C included: it waits on rclpy's SIGINT guard condition like the stock executor), or when
+spin's `until` says so (nodes/common.run: a signal caught in Python, rclpy's handlers off).
 Callbacks must be plain functions: a coroutine callback (async def) raises, use rclpy's executor for such a node.
 Callback groups are not consulted (one thread: every callback is exclusive anyway).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 from contextlib import ExitStack
+from typing import Callable
 
 from rclpy.exceptions import InvalidHandle, TimerCancelledError
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -29,10 +31,13 @@ class LeanExecutor(SingleThreadedExecutor):
         super().__init__(context=context)
         self._held: _Held | None = None
 
-    def spin(self) -> None:
+    def spin(self, wake_every: float | None = None, until: Callable[[], bool] = lambda: False) -> None:
+        """Run callbacks until shutdown or until() is true, checked after each wake; wake_every (s): wake at least
+        this often (a Python signal handler runs only when the wait returns; nodes/common.run sets one)."""
+        timeout_ns = -1 if wake_every is None else int(wake_every * 1e9)
         try:
-            while self._context.ok() and not self._is_shutdown:
-                self._wait_and_run(-1)
+            while self._context.ok() and not self._is_shutdown and not until():
+                self._wait_and_run(timeout_ns)
         finally:
             self._release()
         if not self._context.ok():
