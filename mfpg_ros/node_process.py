@@ -71,8 +71,14 @@ class NodeProcess:
             return []
 
     def log_lines(self, containing: str) -> list[str]:
-        """The lines of the log that contain `containing`, from the text on after the logger's [node] prefix."""
-        return [line[line.find(']: ') + 3:] if ']: ' in line else line for line in self._log() if containing in line]
+        """The lines of the log that contain `containing`; a ROS log line as 'logger: text' (the logger names the
+        node, also in a process of several), without its severity and time."""
+        lines = []
+        for line in self._log():
+            if containing in line:
+                head, sep, text = line.partition(']: ')
+                lines.append(f"{head[head.rfind('[') + 1:]}: {text}" if sep else line)
+        return lines
 
     def log_tail(self, lines: int = 25) -> str:
         return '\n'.join(self._log()[-lines:])

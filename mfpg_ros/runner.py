@@ -255,10 +255,10 @@ def run_graph(specs: list[graph.NodeSpec], run_dir: Path, env: dict, total_itera
     def show_ignored() -> None:
         """The parameters the nodes said they were given but do not know (misspelt names), each line once."""
         for p in procs:
-            for line in p.log_lines(graph.UNKNOWN_PARAMETER):
-                if (p.name, line) not in shown:
-                    shown.add((p.name, line))
-                    progress.write(f'warning: {p.name}: {line}')
+            for line in p.log_lines(graph.UNKNOWN_PARAMETER):  # 'node: ...', the node's logger
+                if line not in shown:
+                    shown.add(line)
+                    progress.write(f'warning: {line}')
 
     def check() -> None:
         for p in procs:

@@ -374,6 +374,9 @@ def test_settings_the_chosen_algorithm_does_not_read_are_named():
         assert ignored_settings(package_config.algo) == []
     ppo_keys = {'algo.ppo.n_epochs': 3, 'algo.estimator.ema_alpha': 0.5, 'algo.offdyn.beta': 2.0}
     assert ignored_settings(load_config(None, **ppo_keys).algo) == ['algo.ppo.n_epochs', 'algo.offdyn.beta']
+    for algorithm in ALGORITHMS:  # every learner skips an update with too few HF steps
+        cfg = load_config(None, **{'algo.algorithm': algorithm, 'algo.estimator.min_aligned_steps': 5})
+        assert ignored_settings(cfg.algo) == []
     assert ignored_settings(load_config(None, **{**ppo_keys, 'algo.algorithm': 'mf_ppo'}).algo) == ['algo.offdyn.beta']
     assert ignored_settings(load_config(None, **{**ppo_keys, 'algo.algorithm': 'darc'}).algo) == [
         'algo.estimator.ema_alpha', 'algo.ppo.n_epochs']

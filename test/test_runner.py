@@ -319,9 +319,11 @@ def _assert_no_children():
 def test_a_restarted_node_appends_to_its_log_and_reads_back_its_own_part(tmp_path):
     log = tmp_path / 'logs' / 'node.log'
     for word in ('first', 'second'):
-        proc = NodeProcess('node', [sys.executable, '-c', f'print("{word}", "ran" + "!")'], {}, log).start()
+        code = f'print("{word}", "ran" + "!"); print("[WARN] [1.5] [robot1.twin_plant]: {word} said" + "!")'
+        proc = NodeProcess('node', [sys.executable, '-c', code], {}, log).start()
         assert proc.wait_or_kill(time.monotonic() + 30) == 0
         assert proc.log_lines('ran!') == [f'{word} ran!'] and ('first' in proc.log_tail()) == (word == 'first')
+        assert proc.log_lines('said!') == [f'robot1.twin_plant: {word} said!']  # the node, in a shared process too
     text = log.read_text()
     assert text.count('$ ') == 2 and text.index('first ran!') < text.index('second ran!')  # nothing lost
 
@@ -418,11 +420,13 @@ def test_mfpg_train_end_to_end_on_the_twin(ros_env, tmp_path):
     run_dir = tmp_path / 'run'
     cmd = [str(Path(sys.executable).parent / 'mfpg'), 'train', '--run-dir', str(run_dir), '--iterations', '3',
            '--set', 'algo.hf_steps_per_iter=50', '--set', 'algo.pool_envs=2', '--set', 'algo.pool_steps_per_env=100',
-           '--timeout', '120']
+           'twin_plant.clock_perod_s=0.5', '--timeout', '120']
     result = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=180)
     logs = '\n'.join(f'--- {p}\n{p.read_text()[-3000:]}' for p in sorted((run_dir / 'logs').glob('*.log')))
     assert result.returncode == 0, f'{result.stdout}\n{result.stderr}\n{logs}'
     assert 'final HF return' in result.stdout
+    # a misspelt node parameter is named with its node, though three nodes share the twin's process
+    assert "warning: twin_plant: 'clock_perod_s' is not a parameter of this node" in result.stdout
     for name in ('config.yaml', 'metrics.csv', 'learning_curve.png'):
         assert (run_dir / name).is_file(), name
     assert {p.stem for p in (run_dir / 'logs').glob('*.log')} == {'learner', 'lofi_sim', 'hf_loop', 'bag_recorder'}

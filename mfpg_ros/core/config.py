@@ -13,6 +13,7 @@ ALGORITHMS = ('mf_reinforce', 'reinforce', 'lf_reinforce', 'mf_ppo', 'ppo', 'dar
 PPO_ALGORITHMS = ('ppo', 'mf_ppo')  # the algorithms core/ppo.py runs
 MF_ALGORITHMS = ('mf_reinforce', 'mf_ppo')  # the control variate (algo.estimator)
 OFF_DYNAMICS_ALGORITHMS = ('darc', 'par')  # algo.offdyn
+EVERY_LEARNER_READS = ('min_aligned_steps',)  # an estimator setting that is no control-variate choice
 CLIP_MODES = ('joint', 'separate')
 PAIRINGS = ('paper', 'matched')  # estimator.pairing (docs/pairing.md)
 
@@ -200,7 +201,7 @@ def ignored_settings(algo: AlgoConfig) -> list[str]:
         if section == 'estimator':
             default.resolve_pairing(algo.algorithm)
         ignored += [f'algo.{section}.{f.name}' for f in dataclasses.fields(value)
-                    if getattr(value, f.name) != getattr(default, f.name)]
+                    if getattr(value, f.name) != getattr(default, f.name) and f.name not in EVERY_LEARNER_READS]
     return ignored
 
 
