@@ -3,8 +3,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = 'mfpg_ros'
-NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant', 'bag_recorder', 'gazebo_reset',
-         'compose')
+NODES = ('learner', 'policy_server', 'lofi_sim', 'hifi_interface', 'twin_plant', 'bag_recorder', 'gazebo_reset')
 
 setup(
     name=PACKAGE,
@@ -28,6 +27,6 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [f'{n} = {PACKAGE}.nodes.{n}:main' for n in NODES]
-        + ['mfpg = mfpg_ros.cli:main'],
+        + ['mfpg = mfpg_ros.cli:main', f'mfpg_compose = {PACKAGE}.nodes.compose:main'],
     },
 )

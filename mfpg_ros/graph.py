@@ -29,7 +29,7 @@ PROFILE_NODES = ('policy_server', 'hifi_interface', 'twin_plant')  # they read c
 # process switches of each hop. On gazebo/real they stay apart: policy_server's watchdog must outlive a hifi_interface
 # crash. See docs/performance.md.
 COMPOSED = {'twin': {'hf_loop': ('twin_plant', 'hifi_interface', 'policy_server')}}
-COMPOSE_EXECUTABLE = 'compose'
+COMPOSE_EXECUTABLE = 'mfpg_compose'  # mfpg_ros/nodes/compose.py (`compose` alone is a Debian tool)
 # Nodes that run on the profile's clock (use_sim_time of config/hardware/<hardware>.yaml, '/**'; set for them even
 # when they do not read the profile). Their timers that must run while sim time stands still (a lock-step plant
 # waits for a command) are on the steady clock. Not bag_recorder: its receive times must stay monotonic for replay
@@ -87,7 +87,7 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    """One process of the graph: a node's own executable, or the `compose` executable running several nodes on one
+    """One process of the graph: a node's own executable, or the `mfpg_compose` executable running several nodes on one
     executor. A composed process takes no node-name remapping (each node keeps its name); its nodes share namespace,
     params files and remappings, and each node's overrides file is keyed by its name."""
 

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from mfpg_ros.graph import COMPOSE_EXECUTABLE
+
 
 class NodeProcess:
     def __init__(self, name: str, argv: list[str], env: dict, log_path: str | os.PathLike):
@@ -99,12 +101,12 @@ def stop_all(processes: list[NodeProcess], timeout: float = 10.0) -> dict[str, i
 
 def node_name(cmdline: list[str]) -> str | None:
     """The node name a command line gives with `-r __node:=NAME` (as the runner and ros2 launch start nodes); for
-    the `compose` executable its nodes, joined by '+'."""
+    the `mfpg_compose` executable its nodes, joined by '+'."""
     for arg in cmdline:
         if arg.startswith('__node:='):
             return arg.split(':=', 1)[1]
     for i, arg in enumerate(cmdline):
-        if Path(arg).name == 'compose':
+        if Path(arg).name == COMPOSE_EXECUTABLE:
             nodes = cmdline[i + 1:cmdline.index('--ros-args')] if '--ros-args' in cmdline else cmdline[i + 1:]
             return '+'.join(nodes) or None
     return None

@@ -1,5 +1,6 @@
-"""`mfpg train`: start the node graph of graph.py as separate processes (what `ros2 launch` starts), supervise it,
-show progress from `metrics/summary`, stop it cleanly, and leave a run folder with config, logs, metrics and a plot.
+"""`mfpg train`: start the node graph of graph.py as the processes `ros2 launch` starts (one per node, or several
+nodes in one: graph.processes), supervise them, show progress from `metrics/summary`, stop them cleanly, and leave a
+run folder with config, logs (one per process), metrics and a plot.
 """
 from __future__ import annotations
 

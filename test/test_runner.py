@@ -104,7 +104,7 @@ def test_the_twins_control_loop_is_one_process_of_three_nodes(tmp_path):
     units = graph.processes(specs)
     assert [u.name for u in units] == ['learner', 'hf_loop', 'lofi_sim', 'bag_recorder']
     loop = units[1]
-    assert loop.composed and loop.executable == 'compose' and loop.required
+    assert loop.composed and loop.executable == 'mfpg_compose' and loop.required
     assert sorted(loop.arguments) == sorted(graph.COMPOSED['twin']['hf_loop'])
     argv = loop.command(tmp_path / 'params')
     head, ros = argv[:argv.index('--ros-args')], argv[argv.index('--ros-args') + 1:]
@@ -129,10 +129,14 @@ def test_composed_nodes_must_share_their_process_arguments(tmp_path):
 
 def test_compose_names_the_nodes_it_can_run():
     from mfpg_ros.nodes import compose
-    assert [c.__name__ for c in compose.node_classes(['twin_plant', 'policy_server'])] == ['TwinPlant', 'PolicyServer']
-    for bad in ([], ['twin_plant', 'nope'], ['twin_plant', 'twin_plant']):
-        with pytest.raises(SystemExit, match='usage: compose NODE'):
+    assert {n: c.__name__ for n, c in compose.node_classes(['twin_plant', 'policy_server']).items()} == {
+        'twin_plant': 'TwinPlant', 'policy_server': 'PolicyServer'}
+    for bad in ([], ['twin_plant', 'nope'], ['twin_plant', 'twin_plant'], ['learner']):
+        with pytest.raises(SystemExit, match='usage: mfpg_compose NODE'):
             compose.node_classes(bad)
+    with pytest.raises(SystemExit, match='__node:=x would give every node of the process that name'):
+        compose.check_ros_args(['--ros-args', '-r', '__node:=x'])
+    compose.check_ros_args(['--ros-args', '-r', '__ns:=/robot1', '-r', 'policy_server:a:=b'])
 
 
 def test_several_lofi_workers(tmp_path):

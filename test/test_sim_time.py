@@ -68,6 +68,34 @@ def test_profiles_put_the_plant_facing_nodes_on_the_plant_clock(tmp_path):
     assert not any(src == '/clock' for s in root for src, _ in s.remappings)
 
 
+def test_the_composed_loop_under_a_namespace_keeps_each_nodes_name_and_parameters(spawn, probe, tmp_path):
+    """The twin's three loop nodes in one process: the namespace and /clock remapping reach all three, and each
+    node reads its own overrides (keyed by its name) and none of the others'."""
+    from rcl_interfaces.srv import GetParameters
+    specs = graph.build_graph('twin', namespace='robot1', run_dir=tmp_path,
+                              node_params={'twin_plant': {'clock_period_s': 0.5},
+                                           'policy_server': {'watchdog_timeout_s': 0.3}})
+    loop = next(u for u in graph.processes(specs) if u.composed)
+    proc = spawn(loop.executable, loop.command(tmp_path / 'params'), name=loop.name)
+    names = [f'/robot1/{n}' for n in ('twin_plant', 'hifi_interface', 'policy_server')]
+    probe.wait_for_nodes(names, 60, alive([proc]))
+    clock = probe.subscribe('/robot1/clock', Clock, ALL)
+    probe.publish('/robot1/effort_controller/commands', Float64MultiArray(data=array.array('d', [0.0])),
+                  QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))  # one lock-step: time moves
+    probe.wait_until(lambda: clock, 30, '/robot1/clock from the composed twin', alive([proc]))
+
+    def parameters(node, *keys):
+        client = probe.node.create_client(GetParameters, f'{node}/get_parameters')
+        probe.wait_until(client.service_is_ready, 30, f'{node} parameters')
+        future = client.call_async(GetParameters.Request(names=list(keys)))
+        probe.wait_until(future.done, 30, f'{node} parameters answer')
+        return [v.double_value if v.type == 3 else v.bool_value if v.type == 1 else None
+                for v in future.result().values]
+    assert parameters('/robot1/twin_plant', 'clock_period_s', 'use_sim_time') == [0.5, True]
+    assert parameters('/robot1/policy_server', 'watchdog_timeout_s', 'use_sim_time') == [0.3, True]
+    assert parameters('/robot1/hifi_interface', 'clock_period_s', 'watchdog_timeout_s') == []  # not its own
+
+
 @pytest.mark.parametrize('clock_period_s', [0.1, 0.0])
 def test_twin_time_advances_one_period_per_lockstep_command(spawn, probe, tmp_path, clock_period_s):
     """Joint states carry the sim time of their step, one period per command; /clock goes out at the reset, then

@@ -1,10 +1,11 @@
 """`mfpg bench fuzz`: malformed input on every subscribed topic of a live graph; no node may crash or miscount.
 
 Starts the twin graph (learner, policy_server, lofi_sim, hifi_interface, twin_plant; config/train.yaml with small
-budgets), lets it finish a few iterations so it idles at a known policy version, then publishes --cases malformed
-messages per topic (mfpg_ros.bench.malformed). Each topic is settled before the next: every subscriber's
-/diagnostics counter ('rejected', or the stale-version counter for valid-but-old payloads) must rise by exactly
-the number of messages it was sent, and every node must still be running.
+budgets), each node in its own process (not the twin's composed loop: a crash must name its node), lets it finish a
+few iterations so it idles at a known policy version, then publishes --cases malformed messages per topic
+(mfpg_ros.bench.malformed). Each topic is settled before the next: every subscriber's /diagnostics counter
+('rejected', or the stale-version counter for valid-but-old payloads) must rise by exactly the number of messages
+it was sent, and every node must still be running.
 """
 from __future__ import annotations
 
@@ -224,7 +225,8 @@ def run_fuzz(env: dict, cases: int = 1000, seed: int = 0, key: bytes | None = b'
     overrides = {k: graph.config_value(k, v) for k, v in {
         'algo.pool_steps_per_env': 100, 'iterations': iterations, 'target_return': None}.items()}
     specs = graph.build_graph('twin', config=config, run_dir=log_dir / 'run', overrides=overrides,
-                              node_params={'learner': {'exit_when_done': False}})  # stays up, idle, when done
+                              node_params={'learner': {'exit_when_done': False}},  # stays up, idle, when done
+                              compose=False)
     env = dict(env)
     if key:
         env['MFPG_SIGNING_KEY'] = key.decode()

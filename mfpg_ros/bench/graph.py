@@ -1,7 +1,8 @@
-"""`mfpg bench graph`: wall time per MF iteration through the node graph (separate processes over DDS, started by
-`mfpg train`) vs the in-process trainer, same config and budget, measured side by side in one run. Also the CPU
-each node used per iteration (sampled from /proc while the graph runs) against the in-process trainer's: on a
-machine with few cores the graph's iteration time is bounded by its total CPU divided by the cores.
+"""`mfpg bench graph`: wall time per MF iteration through the node graph (its processes as `mfpg train` starts
+them, DDS between all nodes; --no-compose: one process per node) vs the in-process trainer, same config and budget,
+measured side by side in one run. Also the CPU each process used per iteration (sampled from /proc while the graph
+runs) against the in-process trainer's: on a machine with few cores the graph's iteration time is bounded by its
+total CPU divided by the cores.
 
 A shared VM's speed drifts by 1.5x within a minute, so the two are timed in turns: in-process, graph, in-process,
 graph, ..., in-process. Each graph run is compared with the in-process runs just before and after it; the headline
