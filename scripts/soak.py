@@ -65,17 +65,18 @@ def report(samples: list[tuple[float, dict]], warmup: float, csv_path: Path) -> 
         f.write('seconds,' + ','.join(names) + '\n')
         for t, rss in samples:
             f.write(f'{t:.1f},' + ','.join(f'{rss[n]:.2f}' if n in rss else '' for n in names) + '\n')
-    print(f'{"node":22s} {"RSS after warm-up":>18s} {"RSS at end":>11s} {"growth":>9s} {"2nd half":>9s} '
+    width = max([22, *map(len, names)])  # a composed process: its nodes joined by '+'
+    print(f'{"process":{width}s} {"RSS after warm-up":>18s} {"RSS at end":>11s} {"growth":>9s} {"2nd half":>9s} '
           f'{"trend":>11s}')
     for name in names:
         series = [(t, rss[name]) for t, rss in samples if name in rss and t >= warmup]
         if len(series) < 4:
-            print(f'{name:22s} too few samples after the warm-up')
+            print(f'{name:{width}s} too few samples after the warm-up')
             continue
         t, mb = np.array(series).T
         slope = np.polyfit(t, mb, 1)[0] * 3600
         half = mb[-1] - mb[len(mb) // 2]
-        print(f'{name:22s} {mb[0]:15.1f} MB {mb[-1]:8.1f} MB {mb[-1] - mb[0]:+6.1f} MB {half:+6.1f} MB '
+        print(f'{name:{width}s} {mb[0]:15.1f} MB {mb[-1]:8.1f} MB {mb[-1] - mb[0]:+6.1f} MB {half:+6.1f} MB '
               f'{slope:+7.1f} MB/h')
 
 

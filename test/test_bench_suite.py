@@ -14,7 +14,7 @@ from mfpg_ros.bench import report, stats
 from mfpg_ros.bench.presets import PRESETS
 from mfpg_ros.bench.suite import run_specs, run_suite
 from mfpg_ros.core.baselines import CorrectionModel, DomainClassifiers, LatentDynamics
-from mfpg_ros.core.config import OffDynamicsConfig, PPOConfig
+from mfpg_ros.core.config import OffDynamicsConfig, PPOConfig, load_config
 from mfpg_ros.core.contract import Contract
 from mfpg_ros.core.episode import Episode
 
@@ -54,9 +54,17 @@ def test_a_finished_run_made_with_another_config_is_not_reused(smoke, tmp_path):
     stored['config']['algo']['ppo']['cv_epochs'] = 0  # as if made before a default changed
     config.write_text(yaml.safe_dump(stored))
     stale = r'mf_ppo/seed0 was run with another config \(algo.ppo.cv_epochs: 0 -> 1\)'
-    for methods in (None, ['reinforce']):  # a call for other runs too: the report would aggregate the stale one
+    record = (out / 'suite_smoke.json').read_text()
+    for methods, seeds in ((None, None), (['reinforce'], [7])):  # other runs too: the report would aggregate it
         with pytest.raises(ValueError, match=stale):
-            run_suite(PRESETS['smoke'], out, workers=1, progress=False, methods=methods)
+            run_suite(PRESETS['smoke'], out, workers=1, progress=False, methods=methods, seeds=seeds)
+    assert (out / 'suite_smoke.json').read_text() == record  # a refused call is not recorded
+    shutil.rmtree(out / 'runs/cartpole_twin/mf_ppo/seed0')
+    stray = out / 'runs/cartpole_twin/my_method/seed0'
+    stray.mkdir(parents=True)
+    (stray / 'summary.json').write_text('{}')
+    with pytest.raises(ValueError, match='my_method/seed0 is no run of a known setting, method and seed'):
+        run_suite(PRESETS['smoke'], out, workers=1, progress=False, methods=['reinforce'])
 
 
 def test_k_times_hf_really_uses_k_times_the_hf_steps(smoke):
@@ -136,9 +144,13 @@ def test_suite_set_values_are_typed_as_the_trainers_type_them(monkeypatch, tmp_p
     assert json.loads((tmp_path / 'out/suite_smoke.json').read_text())['overrides'] == {'algo.ppo.target_kl': None}
     finished = tmp_path / 'out/runs/cartpole_twin/reinforce/seed1'
     finished.mkdir(parents=True)
+    spec, = suite.run_specs(PRESETS['smoke'], ['cartpole_twin'], ['reinforce'], [1],
+                            {'algo.ppo.target_kl': math.nan})
+    (finished / 'config.yaml').write_text(yaml.safe_dump({'config': suite._plain(
+        load_config(spec['config']).to_dict())}))  # as the run would have stored it
     (finished / 'summary.json').write_text('{"setting": "cartpole_twin"}')
     (finished / 'curve.csv').write_text('setting\ncartpole_twin\n')
-    assert suite.main(args) == 0  # not refused as "other overrides"
+    assert suite.main(args) == 0  # not refused as "other overrides", nor as another config
 
 
 def test_a_smaller_rerun_keeps_every_finished_run_in_the_aggregates(smoke, tmp_path):

@@ -244,13 +244,23 @@ def prepare(preset: Preset, out: Path, specs: list[dict], overrides=None) -> lis
     if earlier and json_ready(earlier.get('overrides', {})) != overrides and any(out.glob(FINISHED)):
         raise Refused(f'{out} holds runs made with other --set overrides ({earlier.get("overrides")}, see '
                          f'{record}); use another --out')
+    _refuse_stale(out, finished_specs(preset, out, given))  # every run the report aggregates, not only this call's
     merged = {key: sorted({*earlier.get(key, []), *(spec[key[:-1]] for spec in specs)})
               for key in ('settings', 'methods', 'seeds')}
     record.write_text(json.dumps({'preset': preset.name, **merged, 'overrides': overrides}, indent=1))
-    # every finished run the report will aggregate, earlier calls' too, not only this call's
-    recorded = run_specs(preset, merged['settings'], merged['methods'], merged['seeds'], given)
-    _refuse_stale(out, [s for s in recorded if (run_dir(out, s) / 'summary.json').exists()])
     return sorted((s for s in specs if not (run_dir(out, s) / 'summary.json').exists()), key=_cost, reverse=True)
+
+
+def finished_specs(preset: Preset, out: Path, overrides: dict) -> list[dict]:
+    """The spec this code would run for each finished run folder in OUT (runs/<setting>/<method>/seed<k>)."""
+    specs = []
+    for summary in sorted(out.glob(FINISHED)):
+        folder = summary.parent
+        setting, method, seed = folder.parent.parent.name, folder.parent.name, folder.name.removeprefix('seed')
+        if setting not in SETTINGS or method not in METHODS or not seed.isdigit():
+            raise Refused(f'{folder} is no run of a known setting, method and seed: use another --out')
+        specs += run_specs(preset, [setting], [method], [int(seed)], overrides)
+    return specs
 
 
 def run_suite(preset: Preset, out: Path, workers: int = 2, settings=None, methods=None, seeds=None,
