@@ -149,6 +149,9 @@ def test_inactive_policy_server_never_commands(server):
     assert len(server.commands) == n + 1
     state = service(server.probe, GetState, 'policy_server/get_state', GetState.Request())
     assert state.current_state.label == 'finalized'
+    server.proc.interrupt()  # Ctrl-C on a finalized node: nothing left to shut down, a clean exit
+    server.probe.wait_until(lambda: server.proc.poll() is not None, 30, 'policy_server to exit')
+    assert server.proc.poll() == 0, server.proc.log_tail(20)
 
 
 def test_a_bad_policy_server_parameter_stops_it_with_its_name(spawn, probe):

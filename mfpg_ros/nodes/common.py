@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import array
 import collections
+import contextlib
 import faulthandler
 import os
 import signal
@@ -16,6 +17,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -225,6 +227,7 @@ def run(node_factory: Callable[[], Node] | dict[str, Callable[[], Node]], args=N
     finally:
         for node in reversed(nodes):
             if isinstance(node, LifecycleNode) and rclpy.ok():
-                node.trigger_shutdown()
+                with contextlib.suppress(_rclpy.RCLError):  # already finalized (ros2 lifecycle set ... shutdown)
+                    node.trigger_shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
