@@ -71,7 +71,8 @@ class PPOLearner:
         if cfg.algorithm not in PPO_ALGORITHMS:
             raise ValueError(f'PPOLearner runs {PPO_ALGORITHMS}, not {cfg.algorithm!r}')
         if cfg.estimator.vector_c or cfg.estimator.permutation_quirk:
-            raise ValueError(f'{cfg.algorithm} supports neither estimator.vector_c nor estimator.permutation_quirk')
+            raise ValueError(f'{cfg.algorithm} supports neither algo.estimator.vector_c nor '
+                             'algo.estimator.permutation_quirk')
         self.cfg, self.contract = cfg, contract
         self.model, self.optimizer = seeded_model(cfg, contract, seed)
         self.coef = est.Coefficient()

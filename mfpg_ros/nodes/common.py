@@ -219,7 +219,7 @@ def run(node_factory: Callable[[], Node] | dict[str, Callable[[], Node]], args=N
         else:
             while rclpy.ok() and not stop:
                 executor.spin_once(timeout_sec=WAKE_EVERY_S)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:  # the context shut down from elsewhere (signals only set `stop`)
         pass
     except Exception:  # noqa: BLE001 - a callback racing a shutdown fails on the dead context: that is a clean stop
         if rclpy.ok():
