@@ -81,11 +81,18 @@ class PPOConfig:
     # for HF. 'rollout': at the weights that collected the data (ratio 1), so each minibatch's correction is a fixed
     # vector in every epoch, nothing in it fitted to its own samples (docs/mf_ppo.md §4)
     cv_policy: str = 'current'
+    # MF-PPO under pairing 'matched': what the control variate corrects. 'gradient': the rollout-weight gradient, a
+    # fixed vector added in the first cv_epochs epochs. 'update': the whole update, PPO's epochs run from the same
+    # start on the replays and on cv_batches batches of branches (one branch per segment), their difference times c
+    # added to the HF update's change of the actor (docs/mf_ppo.md §7)
+    cv_level: str = 'gradient'
+    cv_batches: int = 4
 
     def __post_init__(self):
         self.target_kl = _optional(self.target_kl)
         _require(self, 'algo.ppo.', clip_range=_positive, n_epochs=_at_least_one, minibatch_size=_at_least_one,
-                 gae_lambda=_unit, value_clip_range=_positive, pool_minibatch_size=_not_negative)
+                 gae_lambda=_unit, value_clip_range=_positive, pool_minibatch_size=_not_negative,
+                 cv_batches=_at_least_one)
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f'algo.ppo.target_kl must be > 0 (or null: no early stop), not {self.target_kl}')
         if self.cv_epochs < 0:
@@ -94,6 +101,11 @@ class PPOConfig:
             raise ValueError(f"algo.ppo.cv_clip must be 'plain' or 'signed', not {self.cv_clip!r}")
         if self.cv_policy not in ('current', 'rollout'):
             raise ValueError(f"algo.ppo.cv_policy must be 'current' or 'rollout', not {self.cv_policy!r}")
+        if self.cv_level not in ('gradient', 'update'):
+            raise ValueError(f"algo.ppo.cv_level must be 'gradient' or 'update', not {self.cv_level!r}")
+        if self.cv_level == 'update' and self.cv_epochs != 1:
+            raise ValueError("algo.ppo.cv_level 'update' corrects the whole update, all epochs at once: "
+                             "algo.ppo.cv_epochs does not apply to it (leave it at 1)")
         if self.cv_policy == 'rollout' and self.cv_clip != 'plain':
             raise ValueError("algo.ppo.cv_policy 'rollout' takes the LF gradients at ratio 1, where nothing is "
                              "clipped: use it with algo.ppo.cv_clip 'plain'")
@@ -163,6 +175,8 @@ class AlgoConfig:
             raise ValueError("algo.estimator.pairing 'matched' (mf_ppo's default) takes MF-PPO's correction once "
                              "per iteration at the rollout weights: algo.ppo.cv_policy and algo.ppo.cv_clip apply to "
                              "pairing 'paper' only")
+        if self.ppo.cv_level == 'update' and self.estimator.pairing != 'matched':
+            raise ValueError("algo.ppo.cv_level 'update' needs the branches of algo.estimator.pairing 'matched'")
 
 
 @dataclass

@@ -4,7 +4,9 @@ MF-PPO (docs/mf_ppo.md): each minibatch holds aligned HF steps together with the
 set for both) plus a slice of the independent LF pool; its policy loss is the control variate
     -[mean(x_h) + c * (mean(x_l) - mean(x_pool))],   x = per-step clipped surrogate min(r A, clip(r) A),
 with c = -rho * sigma_h / sigma_l from the minibatch's paired surrogates (EMA, clamp and fixed_c as configured).
-With c = 0 the update is operation for operation plain PPO on the aligned HF steps.
+With c = 0 the update is operation for operation plain PPO on the aligned HF steps. Under pairing 'matched' the
+correction is taken once per iteration: on the gradient at the rollout weights (ppo.cv_level 'gradient'), or on the
+whole update, from PPO's updates on the replays and on batches of branches (cv_level 'update', docs/mf_ppo.md §7).
 """
 from __future__ import annotations
 
@@ -89,9 +91,12 @@ class PPOLearner:
         return guarded_update(self, hifi, paired, pool, self._update)
 
     def _update(self, hifi: list[Episode], paired: list[Episode], pool: list[Episode]) -> dict:
-        batch, stats = self._batch(hifi, paired, pool, self.coef)
-        skip = len(batch.hf) <= self.cfg.estimator.min_aligned_steps
-        metrics = {**(_SKIPPED if skip else self._optimise(batch)), **stats}  # the batch's statistics over defaults
+        if self.cfg.algorithm == 'mf_ppo' and self.cfg.ppo.cv_level == 'update':
+            metrics = self._update_level_cv(hifi, paired, pool)
+        else:
+            batch, stats = self._batch(hifi, paired, pool, self.coef)
+            skip = len(batch.hf) <= self.cfg.estimator.min_aligned_steps
+            metrics = {**(_SKIPPED if skip else self._optimise(batch)), **stats}  # the batch's statistics first
         if self.cfg.algorithm == 'ppo':  # HF-only, as the REINFORCE learner: no control-variate statistics at all
             dropped = _CONTROL_VARIATE_ONLY
         else:  # matched: c comes from segment gradients, so no surrogate rho and no LF ratios
@@ -99,6 +104,44 @@ class PPOLearner:
         for key in dropped:
             metrics.pop(key, None)
         return metrics
+
+    def _update_level_cv(self, hifi: list[Episode], paired: list[Episode], pool: list[Episode]) -> dict:
+        """cv_level 'update' (docs/mf_ppo.md §7): plain PPO's update on the HF segments, then the actor moves by
+        c * (change(replays) - mean_k change(branch batch k)), each change being PPO's whole update run from the
+        same start (weights, Adam state, minibatch order) on that LF batch. c from earlier iterations only."""
+        start = copy.deepcopy(self)
+        hf, empty = self._rollout(hifi), self._rollout([])
+        skip = len(hf) <= self.cfg.estimator.min_aligned_steps
+        metrics = {**(_SKIPPED if skip else self._optimise(Batch(hf, empty, empty, mf=False))),
+                   'n_pairs': 0, 'n_aligned': len(hf), 'n_pool': 0}
+        m = None if skip else est.match(hifi, paired, pool)
+        if m is None:
+            return metrics
+        before = _actor_vector(start)
+        d = start._change(m.replays) - torch.stack([start._change(b) for b in self._branch_batches(m)]).mean(0)
+        e = self.cfg.estimator
+        c, stats = est.segment_c(self.coef, (_actor_vector(self) - before)[None], d[None], e.ema_alpha, e.fixed_c)
+        if c != 0.0:
+            with torch.no_grad():
+                torch.nn.utils.vector_to_parameters(_actor_vector(self) + c * d, self.model.actor_parameters())
+        metrics.update(stats, c=c, c_last=c, n_pairs=m.n, n_pool=len(m.branches))
+        return metrics
+
+    def _branch_batches(self, m: est.Matched) -> list[list[Episode]]:
+        """Branch batch k: the k-th branch of every matched segment, in the replays' order; each is distributed as
+        the replays (docs/pairing.md §2). At most ppo.cv_batches of them."""
+        groups: dict[str, list[Episode]] = {}
+        for b in m.branches:
+            groups.setdefault(b.pair_of, []).append(b)
+        count = min(self.cfg.ppo.cv_batches, *(len(groups[r.pair_of]) for r in m.replays))
+        return [[groups[r.pair_of][k] for r in m.replays] for k in range(count)]
+
+    def _change(self, episodes: list[Episode]) -> torch.Tensor:
+        """The actor's weights after PPO's update on `episodes`, run on a copy (this learner is left as it is)."""
+        twin = copy.deepcopy(self)
+        empty = twin._rollout([])
+        twin._optimise(Batch(twin._rollout(episodes), empty, empty, mf=False))
+        return _actor_vector(twin)
 
     def policy_gradient(self, hifi, paired=(), pool=(), first_minibatch: bool = False) -> tuple[torch.Tensor, dict]:
         """The policy-gradient estimate at the current weights (every ratio is 1), flattened over actor parameters;
@@ -323,6 +366,10 @@ class PPOLearner:
         self.version = int(state['version'])
         self.minibatch_rng.bit_generator.state = state['permutation_rng']['minibatch']
         self.pool_rng.bit_generator.state = state['permutation_rng']['pool']
+
+
+def _actor_vector(learner: PPOLearner) -> torch.Tensor:
+    return torch.nn.utils.parameters_to_vector(learner.model.actor_parameters()).detach().clone()
 
 
 def _ratio_stats(ratio: torch.Tensor, clip_range: float) -> dict:
