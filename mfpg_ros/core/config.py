@@ -175,7 +175,7 @@ class AlgoConfig:
             raise ValueError("algo.estimator.pairing 'matched' (mf_ppo's default) takes MF-PPO's correction once "
                              "per iteration at the rollout weights: algo.ppo.cv_policy and algo.ppo.cv_clip apply to "
                              "pairing 'paper' only")
-        if self.ppo.cv_level == 'update' and self.estimator.pairing != 'matched':
+        if self.algorithm == 'mf_ppo' and self.ppo.cv_level == 'update' and self.estimator.pairing != 'matched':
             raise ValueError("algo.ppo.cv_level 'update' needs the branches of algo.estimator.pairing 'matched'")
 
 
