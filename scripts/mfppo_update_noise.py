@@ -1,6 +1,6 @@
 """How much of the HF data's noise reaches MF-PPO's whole update (docs/results.md, "MF-PPO: the whole update").
 
-Trains default MF-PPO in-process on a quick_extra setting up to a snapshot, then draws fresh iterations' data
+Trains MF-PPO (cv_level gradient, as in session 18's measurement) in-process on a quick_extra setting up to a snapshot, then draws fresh iterations' data
 (HF batch, replays, branches) from that one policy, --trials times. For each variant the whole update (all epochs
 and minibatches, from the snapshot's weights and Adam state) is run on a copy and its change of the actor weights
 kept. The reference is the mean change of PPO with 10x the HF steps per iteration and 10x larger minibatches
@@ -8,9 +8,10 @@ kept. The reference is the mean change of PPO with 10x the HF steps per iteratio
 its mean squared distance from the reference (MSE) and that over PPO's.
 
   ppo, ppo_2x, ppo_4x, ppo_10x   HF-only PPO on 1, 2, 4, 10x the HF steps (minibatches scaled alike)
-  mf_gradient                    MF-PPO's default: the matched correction in the first epoch (cv_level gradient)
+  mf_gradient                    the matched correction in the first epoch (cv_level gradient, the default before
+                                 session 18)
   mf_gradient_every_epoch        the same correction in every epoch (cv_epochs 0)
-  mf_update                      cv_level update: c x (PPO's change on the replays - on branch batches)
+  mf_update                      cv_level update (the default): c x (PPO's change on the replays - on branch batches)
 MF variants fit c on --warmup earlier batches first, as training does.
 
   .venv/bin/python scripts/mfppo_update_noise.py --setting cartpole_twin --seed 0 --at 500
@@ -32,7 +33,8 @@ from mfpg_ros.core.numpy_policy import NumpyPolicy
 from mfpg_ros.trainer import Trainer
 
 HF_MULTIPLES = {'ppo': 1, 'ppo_2x': 2, 'ppo_4x': 4, 'ppo_10x': 10}
-MF_VARIANTS = {'mf_gradient': {}, 'mf_gradient_every_epoch': {'cv_epochs': 0}, 'mf_update': {'cv_level': 'update'}}
+MF_VARIANTS = {'mf_gradient': {'cv_level': 'gradient'}, 'mf_gradient_every_epoch': {'cv_level': 'gradient', 'cv_epochs': 0},
+               'mf_update': {'cv_level': 'update'}}
 
 
 def actor(learner) -> np.ndarray:
@@ -56,7 +58,8 @@ def main(argv=None) -> None:
     parser.add_argument('--warmup', type=int, default=20)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    spec = run_specs(PRESETS['quick_extra'], settings=[args.setting], methods=['mf_ppo'], seeds=[args.seed])[0]
+    spec = run_specs(PRESETS['quick_extra'], settings=[args.setting], methods=['mf_ppo'], seeds=[args.seed],
+                     overrides={'algo.ppo.cv_level': 'gradient'})[0]
     trainer = Trainer(load_config(spec['config']), nthread=1)
     while trainer.hf_steps < args.at:
         trainer.iteration()

@@ -142,9 +142,10 @@ def test_pairing_is_validated():
         AlgoConfig(algorithm='mf_ppo', estimator={'pairing': 'matched'}, ppo={'cv_policy': 'rollout'})
     with pytest.raises(ValueError, match="cv_level 'update' needs the branches"):
         AlgoConfig(algorithm='mf_ppo', estimator={'pairing': 'paper'}, ppo={'cv_level': 'update'})
-    with pytest.raises(ValueError, match="cv_epochs does not apply"):
-        AlgoConfig(algorithm='mf_ppo', ppo={'cv_level': 'update', 'cv_epochs': 0})
-    with pytest.raises(ValueError, match="cv_level must be 'gradient' or 'update', not 'epoch'"):
+    with pytest.raises(ValueError, match=r"cv_epochs applies to algo.ppo.cv_level 'gradient'.*set cv_level: gradient"):
+        AlgoConfig(algorithm='mf_ppo', ppo={'cv_epochs': 0})
+    assert AlgoConfig(algorithm='mf_ppo', ppo={'cv_level': 'gradient', 'cv_epochs': 0}).ppo.cv_epochs == 0
+    with pytest.raises(ValueError, match="cv_level must be 'auto', 'gradient' or 'update', not 'epoch'"):
         AlgoConfig(algorithm='mf_ppo', ppo={'cv_level': 'epoch'})
     with pytest.raises(ValueError, match='algo.ppo.cv_batches must be a number >= 1'):
         AlgoConfig(algorithm='mf_ppo', ppo={'cv_level': 'update', 'cv_batches': 0})
@@ -154,6 +155,8 @@ def test_auto_pairing_is_paper_for_mf_reinforce_and_matched_for_mf_ppo():
     assert EstimatorConfig().pairing == 'auto'
     assert {a: AlgoConfig(algorithm=a).estimator.pairing for a in ('mf_reinforce', 'mf_ppo', 'ppo')} == {
         'mf_reinforce': 'paper', 'mf_ppo': 'matched', 'ppo': 'paper'}
+    assert AlgoConfig(algorithm='mf_ppo').ppo.cv_level == 'update'  # session 18: the whole update corrected
+    assert AlgoConfig(algorithm='mf_ppo', estimator={'pairing': 'paper'}).ppo.cv_level == 'gradient'
     shipped = load_config(share_file('config', 'train.yaml'), **{'algo.algorithm': 'mf_ppo'})
     assert shipped.algo.estimator.pairing == 'matched'
     assert load_config(shipped.to_dict()).algo.estimator.pairing == 'matched'  # saved resolved: reloads the same

@@ -81,12 +81,23 @@ class PPOConfig:
     # for HF. 'rollout': at the weights that collected the data (ratio 1), so each minibatch's correction is a fixed
     # vector in every epoch, nothing in it fitted to its own samples (docs/mf_ppo.md §4)
     cv_policy: str = 'current'
-    # MF-PPO under pairing 'matched': what the control variate corrects. 'gradient': the rollout-weight gradient, a
-    # fixed vector added in the first cv_epochs epochs. 'update': the whole update, PPO's epochs run from the same
-    # start on the replays and on cv_batches batches of branches (one branch per segment), their difference times c
-    # added to the HF update's change of the actor (docs/mf_ppo.md §7)
-    cv_level: str = 'gradient'
+    # MF-PPO under pairing 'matched': what the control variate corrects. 'update': the whole update, PPO's epochs run
+    # from the same start on the replays and on cv_batches batches of branches (one branch per segment), their
+    # difference times c added to the HF update's change of the actor (docs/mf_ppo.md §7). 'gradient': the
+    # rollout-weight gradient, a fixed vector added in the first cv_epochs epochs. 'auto': 'update' under 'matched';
+    # pairing 'paper' has its own per-minibatch correction ('gradient')
+    cv_level: str = 'auto'
     cv_batches: int = 4
+
+    def resolve_cv_level(self, pairing: str) -> None:
+        """'auto' -> 'update' under pairing 'matched', 'gradient' under 'paper'; refuses what cannot run."""
+        if self.cv_level == 'auto':
+            self.cv_level = 'update' if pairing == 'matched' else 'gradient'
+        if self.cv_level == 'update' and pairing != 'matched':
+            raise ValueError("algo.ppo.cv_level 'update' needs the branches of algo.estimator.pairing 'matched'")
+        if self.cv_level == 'update' and self.cv_epochs != 1:
+            raise ValueError("algo.ppo.cv_epochs applies to algo.ppo.cv_level 'gradient'; 'update' corrects all "
+                             "epochs at once (set cv_level: gradient, or leave cv_epochs at 1)")
 
     def __post_init__(self):
         self.target_kl = _optional(self.target_kl)
@@ -101,11 +112,8 @@ class PPOConfig:
             raise ValueError(f"algo.ppo.cv_clip must be 'plain' or 'signed', not {self.cv_clip!r}")
         if self.cv_policy not in ('current', 'rollout'):
             raise ValueError(f"algo.ppo.cv_policy must be 'current' or 'rollout', not {self.cv_policy!r}")
-        if self.cv_level not in ('gradient', 'update'):
-            raise ValueError(f"algo.ppo.cv_level must be 'gradient' or 'update', not {self.cv_level!r}")
-        if self.cv_level == 'update' and self.cv_epochs != 1:
-            raise ValueError("algo.ppo.cv_level 'update' corrects the whole update, all epochs at once: "
-                             "algo.ppo.cv_epochs does not apply to it (leave it at 1)")
+        if self.cv_level not in ('auto', 'gradient', 'update'):
+            raise ValueError(f"algo.ppo.cv_level must be 'auto', 'gradient' or 'update', not {self.cv_level!r}")
         if self.cv_policy == 'rollout' and self.cv_clip != 'plain':
             raise ValueError("algo.ppo.cv_policy 'rollout' takes the LF gradients at ratio 1, where nothing is "
                              "clipped: use it with algo.ppo.cv_clip 'plain'")
@@ -175,8 +183,8 @@ class AlgoConfig:
             raise ValueError("algo.estimator.pairing 'matched' (mf_ppo's default) takes MF-PPO's correction once "
                              "per iteration at the rollout weights: algo.ppo.cv_policy and algo.ppo.cv_clip apply to "
                              "pairing 'paper' only")
-        if self.algorithm == 'mf_ppo' and self.ppo.cv_level == 'update' and self.estimator.pairing != 'matched':
-            raise ValueError("algo.ppo.cv_level 'update' needs the branches of algo.estimator.pairing 'matched'")
+        if self.algorithm == 'mf_ppo':
+            self.ppo.resolve_cv_level(self.estimator.pairing)
 
 
 @dataclass
