@@ -1,11 +1,11 @@
 """How much of the HF data's noise reaches MF-PPO's whole update (docs/results.md, "MF-PPO: the whole update").
 
-Trains MF-PPO (cv_level gradient, as in session 18's measurement) in-process on a quick_extra setting up to a snapshot, then draws fresh iterations' data
-(HF batch, replays, branches) from that one policy, --trials times. For each variant the whole update (all epochs
-and minibatches, from the snapshot's weights and Adam state) is run on a copy and its change of the actor weights
-kept. The reference is the mean change of PPO with 10x the HF steps per iteration and 10x larger minibatches
-(`ppo_10x`, the least noisy update at hand). Printed per variant: the trace of the change's covariance over trials,
-its mean squared distance from the reference (MSE) and that over PPO's.
+Trains MF-PPO (cv_level gradient, as in session 18's measurement) in-process on a quick_extra setting up to a
+snapshot, then draws fresh iterations' data (HF batch, replays, branches) from that one policy, --trials times. For
+each variant the whole update (all epochs and minibatches, from the snapshot's weights and Adam state) is run on a
+copy and its change of the actor weights kept. The reference is the mean change of PPO with 10x the HF steps per
+iteration and 10x larger minibatches (`ppo_10x`, the least noisy update at hand). Printed per variant: the trace of
+the change's covariance over trials, its mean squared distance from the reference (MSE) and that over PPO's.
 
   ppo, ppo_2x, ppo_4x, ppo_10x   HF-only PPO on 1, 2, 4, 10x the HF steps (minibatches scaled alike)
   mf_gradient                    the matched correction in the first epoch (cv_level gradient, the default before
@@ -33,7 +33,8 @@ from mfpg_ros.core.numpy_policy import NumpyPolicy
 from mfpg_ros.trainer import Trainer
 
 HF_MULTIPLES = {'ppo': 1, 'ppo_2x': 2, 'ppo_4x': 4, 'ppo_10x': 10}
-MF_VARIANTS = {'mf_gradient': {'cv_level': 'gradient'}, 'mf_gradient_every_epoch': {'cv_level': 'gradient', 'cv_epochs': 0},
+MF_VARIANTS = {'mf_gradient': {'cv_level': 'gradient'},
+               'mf_gradient_every_epoch': {'cv_level': 'gradient', 'cv_epochs': 0},
                'mf_update': {'cv_level': 'update'}}
 
 
