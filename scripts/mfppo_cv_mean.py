@@ -44,7 +44,7 @@ def main() -> None:
     raw = yaml.safe_load(open(args.config))
     cfg = load_config(raw.get('config', raw))
     pairing = args.pairing or cfg.algo.estimator.pairing
-    algo = dataclasses.replace(cfg.algo, algorithm='mf_ppo',
+    algo = dataclasses.replace(cfg.algo, algorithm='mf_ppo', ppo=dataclasses.replace(cfg.algo.ppo, cv_level='gradient'),
                                estimator=dataclasses.replace(cfg.algo.estimator, pairing=pairing))
     hifi_task, lofi_task = make_task(cfg.task, cfg.hifi_variant), make_task(cfg.task, cfg.lofi_variant)
     mf = PPOLearner(algo, hifi_task.contract, args.seed)

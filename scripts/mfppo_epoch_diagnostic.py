@@ -139,7 +139,8 @@ def snapshot(trainer, data, args, ref_seed):
 
 def run(setting, seed, args):
     spec = run_specs(PRESETS['quick_extra'], settings=[setting], methods=['mf_ppo'], seeds=[seed],
-                     overrides={'algo.ppo.cv_epochs': 0})[0]  # the control variate in every epoch
+                     overrides={'algo.ppo.cv_epochs': 0,  # the control variate in every epoch
+                                'algo.ppo.cv_level': 'gradient'})[0]
     trainer, out = Trainer(load_config(spec['config']), nthread=1), []
     for target in args.snapshots:
         while trainer.hf_steps < target:

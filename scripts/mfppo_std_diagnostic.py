@@ -24,8 +24,8 @@ from mfpg_ros.bench.suite import run_specs
 from mfpg_ros.core.config import load_config
 from mfpg_ros.trainer import Trainer
 
-VARIANTS = {'cv every epoch': ('mf_ppo', {'algo.ppo.cv_epochs': 0}),
-            'cv_epochs=1': ('mf_ppo', {'algo.ppo.cv_epochs': 1}), 'ppo': ('ppo', {})}
+VARIANTS = {'cv every epoch': ('mf_ppo', {'algo.ppo.cv_epochs': 0, 'algo.ppo.cv_level': 'gradient'}),
+            'cv_epochs=1': ('mf_ppo', {'algo.ppo.cv_epochs': 1, 'algo.ppo.cv_level': 'gradient'}), 'ppo': ('ppo', {})}
 
 
 def record_log_std_pulls(learner, iterations: int, pulls: dict) -> None:

@@ -12,7 +12,8 @@ the change's covariance over trials, its mean squared distance from the referenc
                                  session 18)
   mf_gradient_every_epoch        the same correction in every epoch (cv_epochs 0)
   mf_update                      cv_level update (the default): c x (PPO's change on the replays - on branch batches)
-MF variants fit c on --warmup earlier batches first, as training does.
+MF variants fit c on --warmup earlier batches first, as training does (mf_update from scratch: its c is fitted
+to weight changes, not gradients).
 
   .venv/bin/python scripts/mfppo_update_noise.py --setting cartpole_twin --seed 0 --at 500
 """
@@ -27,6 +28,7 @@ import torch
 
 from mfpg_ros.bench.presets import PRESETS
 from mfpg_ros.bench.suite import run_specs
+from mfpg_ros.core import estimator as est
 from mfpg_ros.core.config import load_config
 from mfpg_ros.core.episode import HIFI
 from mfpg_ros.core.numpy_policy import NumpyPolicy
@@ -67,6 +69,7 @@ def main(argv=None) -> None:
     snapshot, n = trainer.learner, trainer.cfg.algo.hf_steps_per_iter
     learners = {**{name: variant(snapshot, 'ppo', k) for name, k in HF_MULTIPLES.items()},
                 **{name: variant(snapshot, 'mf_ppo', **ppo) for name, ppo in MF_VARIANTS.items()}}
+    learners['mf_update'].coef = est.Coefficient()  # its c lives on weight changes, not the snapshot's gradients
     for _ in range(args.warmup):  # c's running statistics, fitted on earlier batches
         data = trainer.collect()
         for name in MF_VARIANTS:

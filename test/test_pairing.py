@@ -189,7 +189,7 @@ def test_matched_mf_ppo_with_c_zero_is_plain_ppo_and_its_correction_is_unbiased(
     """MF-PPO under 'matched': c = 0 gives bitwise plain PPO's update; at ratio 1 (the full-batch gradient at the
     rollout weights) the MF gradient minus PPO's is c * sum_i d_i / N, whose mean is zero (pendulum g x2, c fixed)."""
     hf_task, lf_task = make_task('InvertedPendulum-v5', {'gravity': 2.0}), make_task('InvertedPendulum-v5')
-    ppo = {'n_epochs': 2, 'minibatch_size': 50}
+    ppo = {'n_epochs': 2, 'minibatch_size': 50, 'cv_level': 'gradient'}
     cfg = {name: AlgoConfig(algorithm=algorithm, estimator=EstimatorConfig(pairing='matched', fixed_c=c), ppo=ppo,
                             **ALGO) for name, algorithm, c in (('ppo', 'ppo', None), ('c0', 'mf_ppo', 0.0),
                                                                ('mf', 'mf_ppo', -0.5))}
@@ -270,6 +270,15 @@ def test_update_level_mf_ppo_is_ppo_plus_c_times_the_difference_of_lf_updates():
     assert critic and all(torch.equal(p, dict(ppo.model.named_parameters())[n]) for n, p in critic)
     assert metrics['c'] == -0.5 and metrics['n_pairs'] == len(hf) > 1 and not torch.equal(_actor(mf), _actor(ppo))
     assert metrics['segment_spread'] > 0 and not {'rho', 'sigma_h', 'sigma_l', 'lf_clip_fraction'} & set(metrics)
+    assert metrics['n_pool'] == sum(len(b) for b in pool) and metrics['cv_batches'] == 2
+    with pytest.raises(ValueError, match='set algo.ppo.cv_level: gradient'):
+        mf.policy_gradient(hf, paired, pool)
+    lost, *_ = _update_level_learners([-0.5])  # an LF update gone non-finite drops the correction, not PPO's update
+    for b in pool[:1]:
+        b.rewards[:] = np.inf
+    metrics = lost.update(hf, paired, pool)
+    assert metrics['nonfinite_lf_updates'] == 1 and metrics['c'] == 0.0 and metrics['segment_cross'] == 0.0
+    assert torch.equal(_actor(lost), _actor(ppo))
 
 
 def test_update_level_correction_is_zero_mean_and_cuts_the_update_variance():
@@ -300,3 +309,19 @@ def test_update_level_correction_is_zero_mean_and_cuts_the_update_variance():
     print(f'|mean d|^2 / noise {over_noise:.2f}, c {c:+.2f}, update variance MF / PPO {ratio:.3f}')
     assert over_noise < 4
     assert c < 0 and ratio < 0.8
+
+
+def test_an_mf_ppo_checkpoint_from_before_cv_level_does_not_resume_as_the_update_level():
+    """Saved without algo.ppo.cv_level (before session 18), MF-PPO ran the gradient-level correction: resuming it
+    under today's default ('update') would switch the algorithm mid-run, so it is refused, naming the key."""
+    from mfpg_ros.core.config import check_resumable
+    current = load_config({'algo': {'algorithm': 'mf_ppo'}})
+    saved = current.to_dict()
+    del saved['algo']['ppo']['cv_level'], saved['algo']['ppo']['cv_batches']
+    with pytest.raises(ValueError, match=r'differs in algo.ppo.cv_level'):
+        check_resumable(saved, current, 'old.safetensors')
+    check_resumable(saved, load_config({'algo': {'algorithm': 'mf_ppo', 'ppo': {'cv_level': 'gradient'}}}), 'ok')
+    reinforce = load_config(None)
+    old = reinforce.to_dict()
+    del old['algo']['ppo']['cv_level']
+    check_resumable(old, reinforce, 'ok')  # other algorithms never read it

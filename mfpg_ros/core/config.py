@@ -1,6 +1,7 @@
 """Typed training configuration: one dataclass tree, loaded from YAML, passed to the core and the nodes."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import typing
@@ -245,6 +246,9 @@ def check_resumable(saved: dict, current: TrainConfig, path) -> None:
         for key, value in d.items():
             out.update(flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {prefix + key: value})
         return out
+    saved = copy.deepcopy(saved)
+    if saved.get('algo', {}).get('algorithm') == 'mf_ppo':  # saved before session 18: gradient-level correction
+        saved['algo'].setdefault('ppo', {}).setdefault('cv_level', 'gradient')
     a, b = flat(load_config(saved).to_dict()), flat(current.to_dict())
     differing = sorted(k for k in a.keys() | b.keys() if k.split('.')[0] not in RUN_CONTROL and a.get(k) != b.get(k))
     if differing:

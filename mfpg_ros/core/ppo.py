@@ -108,23 +108,33 @@ class PPOLearner:
     def _update_level_cv(self, hifi: list[Episode], paired: list[Episode], pool: list[Episode]) -> dict:
         """cv_level 'update' (docs/mf_ppo.md §7): plain PPO's update on the HF segments, then the actor moves by
         c * (change(replays) - mean_k change(branch batch k)), each change being PPO's whole update run from the
-        same start (weights, Adam state, minibatch order) on that LF batch. c from earlier iterations only."""
+        same start (weights, Adam state, random state) on that LF batch. c from earlier iterations only. An LF update
+        that leaves non-finite weights drops the correction (counted), not the HF update."""
         start = copy.deepcopy(self)
         hf, empty = self._rollout(hifi), self._rollout([])
         skip = len(hf) <= self.cfg.estimator.min_aligned_steps
-        metrics = {**(_SKIPPED if skip else self._optimise(Batch(hf, empty, empty, mf=False))),
-                   'n_pairs': 0, 'n_aligned': len(hf), 'n_pool': 0}
+        metrics = {**(_SKIPPED if skip else self._optimise(Batch(hf, empty, empty, mf=False))), 'n_pairs': 0,
+                   'n_aligned': len(hf), 'n_pool': 0, 'segment_cross': 0.0, 'segment_spread': 0.0, 'cv_batches': 0,
+                   'nonfinite_lf_updates': 0}
         m = None if skip else est.match(hifi, paired, pool)
         if m is None:
             return metrics
+        batches = self._branch_batches(m)
+        metrics.update(n_pairs=m.n, n_pool=sum(len(b) for b in m.branches), cv_batches=len(batches))
         before = _actor_vector(start)
-        d = start._change(m.replays) - torch.stack([start._change(b) for b in self._branch_batches(m)]).mean(0)
+        d = start._change(m.replays) - torch.stack([start._change(b) for b in batches]).mean(0)
+        if not torch.isfinite(d).all():
+            metrics['nonfinite_lf_updates'] = 1
+            return metrics
         e = self.cfg.estimator
         c, stats = est.segment_c(self.coef, (_actor_vector(self) - before)[None], d[None], e.ema_alpha, e.fixed_c)
         if c != 0.0:
             with torch.no_grad():
-                torch.nn.utils.vector_to_parameters(_actor_vector(self) + c * d, self.model.actor_parameters())
-        metrics.update(stats, c=c, c_last=c, n_pairs=m.n, n_pool=len(m.branches))
+                start_at = 0
+                for p in self.model.actor_parameters():
+                    p.add_(d[start_at:start_at + p.numel()].view_as(p), alpha=c)
+                    start_at += p.numel()
+        metrics.update(stats, c=c, c_last=c)
         return metrics
 
     def _branch_batches(self, m: est.Matched) -> list[list[Episode]]:
@@ -146,7 +156,10 @@ class PPOLearner:
     def policy_gradient(self, hifi, paired=(), pool=(), first_minibatch: bool = False) -> tuple[torch.Tensor, dict]:
         """The policy-gradient estimate at the current weights (every ratio is 1), flattened over actor parameters;
         no step is taken and no state changes. Full batch by default; with `first_minibatch`, the minibatch (and pool
-        slice) the next update would start with. c comes from a copy of the running statistics."""
+        slice) the next update would start with. c comes from a copy of the running statistics. Gradient-level only:
+        under ppo.cv_level 'update' the correction is not a gradient."""
+        if self.cfg.algorithm == 'mf_ppo' and self.cfg.ppo.cv_level == 'update':
+            raise ValueError("policy_gradient is the gradient-level estimate: set algo.ppo.cv_level: gradient")
         batch, metrics = self._batch(*([e for e in g if not e.aborted] for g in (hifi, paired, pool)))
         if first_minibatch:
             idx, pool_idx = self._epoch_minibatches(batch, copy.deepcopy(self.minibatch_rng),
